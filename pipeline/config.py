@@ -1,0 +1,239 @@
+"""Project settings: `mikupal.toml` with every key documented, plus per-run `--set` overrides.
+
+SPEC is the single source of truth: the template written by `mikupal init`, the defaults,
+type checks for `--set`, and the README's configuration reference all come from it.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONFIG_NAME = "mikupal.toml"
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    default: Any
+    help: str
+    choices: tuple | None = None
+
+
+SECTION_HELP = {
+    "project": "Project-wide settings.",
+    "models": "Where model weights live. MIKUPAL_MODELS_DIR overrides `dir`.",
+    "separate": "Vocal separation (MDX-Net through audio-separator).",
+    "vad": "Voice activity detection on the separated vocals.",
+    "asr": "Transcription (faster-whisper) or imported subtitles.",
+    "segments": "Utterance building and retention filters.",
+    "faces": "Face detection and tracking.",
+    "asd": "Active-speaker detection.",
+    "clips": "The utterance clip sent to the emotion model.",
+    "emotion": "The multimodal LLM annotator.",
+    "runner": "Scheduling, parallelism and devices.",
+    "export": "Dataset export defaults.",
+}
+
+SPEC: list[Setting] = [
+    Setting("project", "name", "", "Free-form project name shown in the app and dataset cards."),
+    Setting("models", "dir", "", "Model weights folder; empty = ~/.cache/mikupal/models."),
+    Setting("models", "allow_download", True, "Download missing weights from their upstream URL (with progress)."),
+    Setting("separate", "model", "UVR-MDX-NET-Inst_HQ_3.onnx",
+            "audio-separator model file name (MDX-Net), or \"none\" to pass the mix through."),
+    Setting("separate", "segment_size", 256, "MDX chunk length in spectrogram frames (the model's dim_t keeps it on onnxruntime)."),
+    Setting("separate", "batch_size", 1, "Chunks per forward pass."),
+    Setting("vad", "engine", "webrtc", "\"webrtc\" or \"silero\" (ONNX shipped with faster-whisper).", ("webrtc", "silero")),
+    Setting("vad", "aggressiveness", 2, "WebRTC aggressiveness 0 (lenient) .. 3 (strict).", (0, 1, 2, 3)),
+    Setting("vad", "frame_ms", 30, "WebRTC frame length: 10, 20 or 30 ms.", (10, 20, 30)),
+    Setting("vad", "padding_s", 0.2, "Seconds added before and after each speech region."),
+    Setting("vad", "merge_gap_s", 0.3, "Regions closer than this merge into one."),
+    Setting("vad", "min_speech_s", 0.25, "Shorter regions are dropped as clicks."),
+    Setting("vad", "silero_threshold", 0.5, "Silero speech probability threshold."),
+    Setting("asr", "model", "large-v3", "Whisper size (tiny .. large-v3) or a local CTranslate2 model folder."),
+    Setting("asr", "source", "auto",
+            "\"whisper\", \"subtitles\" (a sidecar .srt/.vtt/.csv is required) or \"auto\" (a sidecar wins).",
+            ("whisper", "subtitles", "auto")),
+    Setting("asr", "language", "", "Force a language code (e.g. \"en\"); empty = detect."),
+    Setting("asr", "device", "auto", "\"auto\", \"cpu\" or \"cuda\"."),
+    Setting("asr", "compute_type", "auto", "CTranslate2 compute type; auto = float16 on GPU, int8 on CPU."),
+    Setting("asr", "batch_size", 8, "VAD regions decoded per batch (BatchedInferencePipeline)."),
+    Setting("asr", "beam_size", 5, "Beam width."),
+    Setting("asr", "no_speech_threshold", 0.6, "Drop a segment whose no_speech_prob is above this and log-prob is low."),
+    Setting("asr", "logprob_threshold", -1.0, "Average log-prob below which text is suspect."),
+    Setting("asr", "compression_ratio_threshold", 2.4, "gzip ratio above which text is a repetition loop."),
+    Setting("asr", "max_repeat_ngram", 4, "Drop text where one 3-gram repeats more than this many times."),
+    Setting("segments", "min_s", 2.0, "Shortest utterance kept (shorter neighbours merge)."),
+    Setting("segments", "max_s", 30.0, "Longest utterance (longer ones split at the longest pause)."),
+    Setting("segments", "merge_gap_s", 0.6, "Neighbours closer than this may merge into one utterance."),
+    Setting("segments", "min_snr_db", -100.0, "Drop segments below this SNR (dB) from retention."),
+    Setting("segments", "drop_statuses", ["no_face", "multi_speaker", "low_asd"],
+            "Segment statuses excluded from emotion analysis and retention."),
+    Setting("faces", "detector", "auto", "\"s3fd\", \"ultraface\", \"haar\" or \"auto\" (s3fd on GPU, ultraface on CPU).",
+            ("auto", "s3fd", "ultraface", "haar")),
+    Setting("faces", "fps", 25.0, "Frames per second analysed inside segments."),
+    Setting("faces", "detect_width", 640, "Frames are downscaled to this width for detection."),
+    Setting("faces", "min_score", 0.7, "Detector confidence threshold."),
+    Setting("faces", "margin_s", 0.5, "Seconds decoded before/after each segment."),
+    Setting("faces", "iou_threshold", 0.3, "Tracker: minimum IoU to continue a track."),
+    Setting("faces", "max_gap_frames", 10, "Tracker: frames a track may miss before it ends."),
+    Setting("faces", "min_track_frames", 10, "Tracker: shorter tracks are dropped."),
+    Setting("faces", "smooth_frames", 5, "Tracker: median window for box centre/size."),
+    Setting("faces", "scene_cut_threshold", 0.45, "Histogram distance that starts new tracks (scene cut)."),
+    Setting("asd", "model", "light-asd", "\"light-asd\", \"talknet\" (user-supplied weights) or \"sync\" (no weights).",
+            ("light-asd", "talknet", "sync")),
+    Setting("asd", "weights", "light-asd/finetuning_TalkSet.model", "Weights file, relative to the models dir."),
+    Setting("asd", "min_score", 0.0, "Below this mean score the segment gets status low_asd."),
+    Setting("asd", "multi_speaker_margin", 0.5, "Two tracks within this score margin, both above min_score: multi_speaker."),
+    Setting("clips", "crop", "speaker", "\"speaker\" (centred on the active speaker) or \"full\" frame.", ("speaker", "full")),
+    Setting("clips", "height", 360, "Clip height in pixels."),
+    Setting("clips", "fps", 5.0, "Clip frame rate sent to the model."),
+    Setting("clips", "context_s", 0.0, "Seconds of context added around the utterance."),
+    Setting("clips", "inline_max_mb", 15.0, "Clips above this size go through the Files API."),
+    Setting("emotion", "backend", "gemini", "\"gemini\", \"openai\" (OpenAI-compatible server) or \"baseline\" (offline).",
+            ("gemini", "openai", "baseline")),
+    Setting("emotion", "model", "gemini-2.5-flash", "Model name passed to the backend."),
+    Setting("emotion", "label_set", "cowen26", "Label set name (cowen26, meld7, iemocap4, iemocap9, ekman6) or a file path."),
+    Setting("emotion", "language", "English", "Language the analyses and rationale are written in."),
+    Setting("emotion", "runs", 1, "Independent answers per segment (run_index 0..runs-1) for consistency."),
+    Setting("emotion", "temperature", 0.0, "Sampling temperature (fixed for consistency)."),
+    Setting("emotion", "seed", 1234, "Sampling seed; run i uses seed + i."),
+    Setting("emotion", "concurrency", 8, "Requests in flight."),
+    Setting("emotion", "rpm", 1000, "Requests per minute limit."),
+    Setting("emotion", "tpm", 4000000, "Tokens per minute limit."),
+    Setting("emotion", "max_retries", 6, "Retries on 408/429/5xx and timeouts (exponential backoff with jitter)."),
+    Setting("emotion", "timeout_s", 120.0, "Per-request timeout."),
+    Setting("emotion", "media_resolution", "low", "Gemini media resolution: low, medium or high.", ("low", "medium", "high")),
+    Setting("emotion", "price_input_per_mtok", 0.30, "USD per million input tokens (for cost accounting)."),
+    Setting("emotion", "price_output_per_mtok", 2.50, "USD per million output tokens."),
+    Setting("runner", "workers", {}, "Per-stage worker counts, e.g. {faces = 2, emotion = 1}."),
+    Setting("runner", "devices", "auto", "\"auto\", \"cpu\" or a list like \"cuda:0,cuda:1\"."),
+    Setting("runner", "queue_size", 8, "Items buffered between two stages (back-pressure)."),
+    Setting("runner", "num_gpus", {}, "Ray: GPUs per stage actor, e.g. {asr = 1, faces = 0.5}."),
+    Setting("export", "sample_rate", 24000, "WAV sample rate of exported clips."),
+    Setting("export", "audio", "vocals", "\"vocals\" (separated) or \"mix\" (original).", ("vocals", "mix")),
+    Setting("export", "seed", 0, "Split seed."),
+    Setting("export", "splits", [0.8, 0.1, 0.1], "train/dev/test fractions, by source video."),
+]
+
+_BY_KEY = {(s.section, s.key): s for s in SPEC}
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names it and says how to fix it."""
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for s in SPEC:
+        out.setdefault(s.section, {})[s.key] = copy.deepcopy(s.default)
+    return out
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(type(v))
+
+
+def template() -> str:
+    """The commented `mikupal.toml` that `mikupal init` writes."""
+    lines = [
+        "# MIKU-PAL project settings. Every key is shown with its default.",
+        "# Override per run with: mikupal run PROJECT --set section.key=value",
+        "",
+    ]
+    section = None
+    for s in SPEC:
+        if s.section != section:
+            if section is not None:
+                lines.append("")
+            section = s.section
+            lines.append(f"# {SECTION_HELP[section]}")
+            lines.append(f"[{section}]")
+        lines.append(f"# {s.help}")
+        lines.append(f"{s.key} = {_toml_value(s.default)}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """`section.key=value` -> (section, key, typed value). Values parse as TOML, else as a string."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. --set asr.model=tiny")
+    lhs, raw = text.split("=", 1)
+    section, key = lhs.strip().split(".", 1)
+    if (section, key) not in _BY_KEY:
+        known = ", ".join(sorted(f"{a}.{b}" for a, b in _BY_KEY if a == section)) or ", ".join(sorted(SECTION_HELP))
+        raise ConfigError(f"--set {text!r}: unknown setting {section}.{key}; known: {known}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, key, value
+
+
+def _check(section: str, key: str, value: Any, where: str) -> Any:
+    spec = _BY_KEY.get((section, key))
+    if spec is None:
+        return value  # unknown keys are kept (forward compatibility) but not validated
+    d = spec.default
+    if isinstance(d, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(d, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(d, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(d, str):
+        ok = isinstance(value, str)
+        if not ok and isinstance(value, (int, float)):
+            value, ok = str(value), True
+    elif isinstance(d, list):
+        ok = isinstance(value, list)
+    elif isinstance(d, dict):
+        ok = isinstance(value, dict)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{where}: {section}.{key} = {value!r} should be a {type(d).__name__} (default {d!r})")
+    if spec.choices and value not in spec.choices:
+        raise ConfigError(f"{where}: {section}.{key} = {value!r}; choose one of {', '.join(map(str, spec.choices))}")
+    return value
+
+
+def load(project_dir: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """Defaults <- the project's mikupal.toml <- `--set` overrides (validated)."""
+    cfg = defaults()
+    if project_dir is not None:
+        path = Path(project_dir) / CONFIG_NAME
+        if path.exists():
+            try:
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as e:
+                raise ConfigError(f"{path}: not valid TOML ({e}); fix the file or re-create it with mikupal init") from None
+            for section, values in data.items():
+                if not isinstance(values, dict):
+                    raise ConfigError(f"{path}: top-level key {section!r} must be a [section]")
+                for key, value in values.items():
+                    cfg.setdefault(section, {})[key] = _check(section, key, value, str(path))
+    for text in overrides:
+        section, key, value = parse_override(text)
+        cfg[section][key] = _check(section, key, value, f"--set {text}")
+    return cfg
+
+
+def section_json(cfg: dict, *sections: str) -> str:
+    """Stable JSON of some sections: part of a stage's cache key."""
+    return json.dumps({s: cfg.get(s, {}) for s in sections}, sort_keys=True)

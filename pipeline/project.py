@@ -1,0 +1,84 @@
+"""A project folder: mikupal.toml + project.db + cache/ + exports/ + logs/."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import config as config_mod
+from . import store
+
+DB_NAME = "project.db"
+
+
+class ProjectError(Exception):
+    """A user-facing problem with the project folder (one clear line)."""
+
+
+@dataclass
+class Project:
+    root: Path
+    config: dict[str, dict[str, Any]] = field(default_factory=config_mod.defaults)
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_NAME
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    def stage_cache(self, stage: str) -> Path:
+        p = self.cache_dir / stage
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def models_dir(self) -> Path:
+        return models_dir(self.config)
+
+    def db(self):
+        return store.connect(self.db_path)
+
+    @classmethod
+    def create(cls, root: str | Path, name: str = "") -> "Project":
+        root = Path(root)
+        if (root / config_mod.CONFIG_NAME).exists():
+            raise ProjectError(f"{root}: already a MIKU-PAL project (has {config_mod.CONFIG_NAME}); use it as is")
+        if root.exists() and not root.is_dir():
+            raise ProjectError(f"{root}: exists and is not a folder; choose another path")
+        root.mkdir(parents=True, exist_ok=True)
+        text = config_mod.template()
+        if name:
+            text = text.replace('name = ""', f'name = "{name}"', 1)
+        tmp = root / (config_mod.CONFIG_NAME + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, root / config_mod.CONFIG_NAME)
+        for sub in ("cache", "exports", "logs"):
+            (root / sub).mkdir(exist_ok=True)
+        store.connect(root / DB_NAME).conn.close()
+        return cls.open(root)
+
+    @classmethod
+    def open(cls, root: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> "Project":
+        root = Path(root)
+        if not (root / config_mod.CONFIG_NAME).exists():
+            raise ProjectError(f"{root}: not a MIKU-PAL project (no {config_mod.CONFIG_NAME}); create it with: mikupal init {root}")
+        cfg = config_mod.load(root, overrides)
+        return cls(root=root.resolve(), config=cfg)
+
+
+def models_dir(cfg: dict | None = None) -> Path:
+    """MIKUPAL_MODELS_DIR, else [models] dir, else the user cache."""
+    env = os.environ.get("MIKUPAL_MODELS_DIR")
+    if env:
+        return Path(env).expanduser()
+    if cfg and cfg.get("models", {}).get("dir"):
+        return Path(cfg["models"]["dir"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mikupal" / "models"
