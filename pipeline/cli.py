@@ -1,0 +1,174 @@
+"""`mikupal`: the command line. Bare `mikupal` opens the desktop app.
+
+Errors are one line on stderr naming the item and the fix; exit 2 for bad usage or input,
+1 for failures. Qt is imported only by the `gui` command.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import __version__
+from .config import ConfigError
+from .media import MediaError
+from .project import Project, ProjectError
+
+app = typer.Typer(
+    name="mikupal",
+    help="MIKU-PAL: turn unlabeled video into an emotion-labeled speech dataset, and review every label.",
+    no_args_is_help=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+USER_ERRORS = (ProjectError, ConfigError, MediaError, FileNotFoundError)
+
+
+def fail(message: str, code: int = 2) -> "typer.Exit":
+    """Print one line to stderr and return the Exit to raise."""
+    typer.echo(f"mikupal: {message}", err=True)
+    return typer.Exit(code)
+
+
+def open_project(path: Path, overrides: Optional[List[str]] = None) -> Project:
+    try:
+        return Project.open(path, overrides or [])
+    except (ProjectError, ConfigError) as e:
+        raise fail(str(e))
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"mikupal {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+):
+    """Without a command, open the desktop app."""
+    if ctx.invoked_subcommand is None:
+        raise typer.Exit(_launch_gui(None))
+
+
+def _launch_gui(project: Optional[Path]) -> int:
+    try:
+        from mikupal_gui.app import main as gui_main
+    except ImportError as e:
+        raise fail(f"the desktop app cannot start ({e}); install the Qt libraries (see README, Troubleshooting)", 1)
+    return int(gui_main(str(project) if project else None) or 0)
+
+
+@app.command()
+def gui(project: Optional[Path] = typer.Argument(None, help="Project folder to open (default: the last one).")):
+    """Open the desktop app."""
+    raise typer.Exit(_launch_gui(project))
+
+
+@app.command()
+def init(
+    project: Path = typer.Argument(..., help="Folder to create (or an empty existing folder)."),
+    name: str = typer.Option("", help="Project name for the app and dataset cards."),
+):
+    """Create a project: mikupal.toml (every setting, commented) and project.db."""
+    try:
+        p = Project.create(project, name=name)
+    except ProjectError as e:
+        raise fail(str(e))
+    typer.echo(f"created {p.root} (settings: {p.root / 'mikupal.toml'})")
+    typer.echo(f"next: mikupal add {project} VIDEOS...")
+
+
+@app.command()
+def add(
+    project: Path = typer.Argument(..., help="Project folder."),
+    paths: List[Path] = typer.Argument(..., help="Video files or folders (searched recursively)."),
+):
+    """Add videos by content hash (adding the same file twice does nothing)."""
+    from .ingest import add_videos
+
+    p = open_project(project)
+    db = p.db()
+    report = add_videos(db, paths, on_line=lambda line: typer.echo(line, err=line.startswith("error:")))
+    typer.echo(f"{len(report.added)} added, {len(report.already)} already present, {len(report.failed)} rejected")
+    if report.failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def status(
+    project: Path = typer.Argument(..., help="Project folder."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+):
+    """Counts per stage, durations and retention, cost so far and recent errors."""
+    from .status import project_status
+
+    p = open_project(project)
+    st = project_status(p.db(), p.config["segments"]["drop_statuses"])
+    if as_json:
+        typer.echo(json.dumps(st, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    c = st["counts"]
+    con.print(f"[bold]{p.root}[/bold]  schema v{st['schema_version']}")
+    con.print(
+        f"videos {c['videos']}  segments {c['segments']} ({st['segments_ok']} ok)  annotations {c['annotations']}"
+        f"  reviews {c['reviews']}  raters {c['raters']}  errors {c['errors']}"
+    )
+    t = Table("stage", "done", "failed", "pending", title="Stages")
+    for name, s in st["stages"].items():
+        t.add_row(name, str(s["done"]), str(s["failed"]), str(s["pending"]))
+    con.print(t)
+    h = lambda s: f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min"  # noqa: E731
+    con.print(
+        f"duration {h(st['total_duration_s'])}, retained {h(st['retained_duration_s'])} "
+        f"({100 * st['retention']:.1f}%)   cost ${st['cost_usd']:.4f} "
+        f"({st['input_tokens']} in / {st['output_tokens']} out tokens)"
+    )
+    for r in st["recent_runs"][:3]:
+        con.print(f"run {r['id']}: {r['status']} ({r['started_at']} .. {r['finished_at'] or ''}) stages {r.get('stages') or 'all'}")
+    if st["recent_errors"]:
+        con.print("[bold]Recent errors[/bold]")
+        for e in st["recent_errors"]:
+            where = f"video {e['video_id']}" if e["video_id"] else ""
+            if e["segment_id"]:
+                where += f" segment {e['segment_id']}"
+            con.print(f"  [{e['stage']}] {where + ': ' if where else ''}{e['message']}", markup=False, highlight=False)
+
+
+@app.command()
+def demo(
+    project: Path = typer.Argument(Path("demo-project"), help="Where to build the demo project."),
+    no_gui: bool = typer.Option(False, "--no-gui", help="Stay headless: do not open the app afterwards."),
+):
+    """Build a sample project offline from the synthetic demo clip, run the pipeline, open it."""
+    from .demo_project import build_demo_project
+
+    p = build_demo_project(project, on_line=typer.echo)
+    if not no_gui:
+        raise typer.Exit(_launch_gui(p.root))
+
+
+# --- feature commands (one registration line each; the functions live in their modules) ---
+
+
+def main() -> None:
+    try:
+        app()
+    except USER_ERRORS as e:
+        typer.echo(f"mikupal: {e}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
