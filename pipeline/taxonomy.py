@@ -6,7 +6,8 @@ one by passing a file path wherever a label set name is accepted (``[emotion] la
 A file looks like::
 
     {"name": "mine", "title": "...", "source": "...",
-     "categories": [{"name": "happy", "description": "...", "color": "#FFD700", "codes": ["hap"]}, ...],
+     "categories": [{"name": "happy", "description": "...", "color": "#FFD700",
+                     "codes": ["hap"], "va": [0.8, 0.6]}, ...],   # codes, va optional
      "mappings": {"meld7": {"map": {"happy": "joy", ...},
                             "neutral": {"label": "neutral", "below": 0.3} | null,
                             "notes": "why"}}}
@@ -41,6 +42,8 @@ class Category:
     description: str
     color: str
     codes: tuple[str, ...] = ()  # dataset codes that mean this category (e.g. IEMOCAP "exc")
+    # (valence -1..1, arousal 0..1) in the circumplex; optional, used by the offline baseline.
+    va: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,11 @@ def _parse(data: object, where: str) -> LabelSet:
         codes = c.get("codes", [])
         if not isinstance(codes, list) or not all(isinstance(x, str) for x in codes):
             raise TaxonomyError(f"{where}: category {cname!r}: 'codes' must be a list of strings")
-        cats.append(Category(cname, desc.strip(), color.upper(), tuple(codes)))
+        va = c.get("va")
+        if va is not None and not (isinstance(va, list) and len(va) == 2 and all(isinstance(x, (int, float)) for x in va)
+                                   and -1 <= va[0] <= 1 and 0 <= va[1] <= 1):
+            raise TaxonomyError(f"{where}: category {cname!r}: 'va' must be [valence -1..1, arousal 0..1], got {va!r}")
+        cats.append(Category(cname, desc.strip(), color.upper(), tuple(codes), tuple(map(float, va)) if va else None))
     mappings: dict[str, LabelMapping] = {}
     for target, m in (data.get("mappings") or {}).items():
         if not isinstance(m, dict) or not isinstance(m.get("map"), dict):

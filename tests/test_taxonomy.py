@@ -125,3 +125,10 @@ def test_unknown_name_lists_choices(tmp_path):
         load_label_set("cowen27")
     with pytest.raises(TaxonomyError, match="does not exist"):
         load_label_set(str(tmp_path / "nope.json"))
+
+
+@pytest.mark.parametrize("name", ["cowen26", "meld7", "iemocap4", "iemocap9", "ekman6"])
+def test_builtin_sets_place_every_category_in_the_circumplex(name):
+    ls = load_label_set(name)
+    assert all(c.va is not None for c in ls.categories)
+    assert len({c.va for c in ls.categories}) == len(ls.names), "two categories at one point cannot be told apart"
