@@ -159,6 +159,8 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX reviews_annotation ON reviews(annotation_id, rater_id)",
         "CREATE INDEX errors_run ON errors(run_id)",
     ],
+    # 2: the runner's process id, so `mikupal status` can tell a live run from a killed one
+    ["ALTER TABLE runs ADD COLUMN pid INTEGER"],
 ]
 
 CURRENT_VERSION = len(MIGRATIONS)
