@@ -117,10 +117,15 @@ SPEC: list[Setting] = [
     Setting("runner", "devices", "auto", "\"auto\", \"cpu\" or a list like \"cuda:0,cuda:1\"."),
     Setting("runner", "queue_size", 8, "Items buffered between two stages (back-pressure)."),
     Setting("runner", "num_gpus", {}, "Ray: GPUs per stage actor, e.g. {asr = 1, faces = 0.5}."),
+    Setting("runner", "num_cpus", {}, "Ray: CPUs reserved per stage actor, e.g. {faces = 2}; unset = Ray's actor default."),
+    Setting("runner", "max_task_retries", 2, "Ray: times a task is retried when its actor's process or node dies."),
     Setting("export", "sample_rate", 24000, "WAV sample rate of exported clips."),
     Setting("export", "audio", "vocals", "\"vocals\" (separated) or \"mix\" (original).", ("vocals", "mix")),
     Setting("export", "seed", 0, "Split seed."),
     Setting("export", "splits", [0.8, 0.1, 0.1], "train/dev/test fractions, by source video."),
+    Setting("export", "shard_size_mb", 256.0, "WebDataset: target size of one tar shard in MB."),
+    Setting("export", "lab_template", "({emotion}) {text}",
+            "lab format: transcript line; fields {emotion} {label} {text} {intensity} {language}."),
 ]
 
 _BY_KEY = {(s.section, s.key): s for s in SPEC}
