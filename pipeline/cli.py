@@ -160,6 +160,11 @@ def demo(
 
 
 # --- feature commands (one registration line each; the functions live in their modules) ---
+from .models_cli import doctor as _doctor, models_app as _models_app  # noqa: E402
+
+app.add_typer(_models_app, name="models")
+app.command("doctor")(_doctor)
+from .evaluate import eval_command; app.command("eval")(eval_command)  # noqa: E402,E702
 
 
 def main() -> None:
