@@ -1,0 +1,135 @@
+"""`mikupal eval` end to end on a small project built with the real store."""
+import json
+
+import pytest
+from eval_fixture import IEMOCAP_TXT, MELD_CSV, add_annotation, add_segment, add_video, meld_project
+from typer.testing import CliRunner
+
+from pipeline import evaluate, metrics
+from pipeline.cli import app
+
+sk = pytest.importorskip("sklearn.metrics", reason="scikit-learn is a core dependency")
+inter_rater = pytest.importorskip("statsmodels.stats.inter_rater", reason="statsmodels is in the dev extra")
+
+
+@pytest.fixture()
+def meld(project, tmp_path):
+    db = project.db()
+    ids = meld_project(db)
+    csv_path = tmp_path / "test_sent_emo.csv"
+    csv_path.write_text(MELD_CSV, encoding="utf-8")
+    return project, db, ids, csv_path
+
+
+def _system(result, model):
+    return next(s for s in result["systems"] if s["model"] == model)
+
+
+def test_meld_eval_numbers_and_files(meld, tmp_path):
+    project, db, ids, csv_path = meld
+    out = tmp_path / "out"
+    res = evaluate.evaluate(db, "meld", csv_path, out_dir=out)
+
+    assert res["matching"]["references"] == 6
+    assert res["matching"]["matched"] == 5
+    assert res["matching"]["no_video"] == 1 and res["matching"]["examples_no_video"] == ["dia2_utt0"]
+    assert res["matching"]["videos_without_reference"] == 1  # unrelated_clip
+
+    s = _system(res, "gemini-test")
+    y_true = ["sadness", "surprise", "neutral", "joy", "sadness"]
+    y_pred = ["sadness", "surprise", "neutral", "joy", "anger"]  # run 0, mapped to meld7
+    m = s["metrics"]
+    assert (s["items"], s["runs"]) == (5, 2)
+    assert m["accuracy"] == pytest.approx(0.8)
+    assert m["balanced_accuracy"] == pytest.approx(sk.balanced_accuracy_score(y_true, y_pred))
+    labels = ["anger", "joy", "neutral", "sadness", "surprise"]
+    assert m["f1_macro"] == pytest.approx(sk.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+    assert m["f1_weighted"] == pytest.approx(sk.f1_score(y_true, y_pred, labels=labels, average="weighted",
+                                                         zero_division=0))
+    assert m["per_class_recall"] == {"joy": 1.0, "neutral": 1.0, "sadness": 0.5, "surprise": 1.0}
+    assert s["excluding"]["labels"] == ["neutral"]
+    assert s["excluding"]["metrics"]["accuracy"] == pytest.approx(3 / 4)
+    assert s["per_run_accuracy"] == {"0": pytest.approx(0.8), "1": pytest.approx(1.0)}
+    # Fleiss' kappa across the two runs, cross-checked with statsmodels
+    runs = [y_pred, ["sadness", "surprise", "neutral", "joy", "sadness"]]
+    table, _ = inter_rater.aggregate_raters(list(zip(*runs)))
+    assert s["fleiss_kappa_runs"] == pytest.approx(inter_rater.fleiss_kappa(table))
+    assert s["fleiss_kappa_runs_native"] == pytest.approx(metrics.fleiss_kappa_labels(
+        [["Sadness", "Surprise", "Calmness", "Joy", "Anger"], ["Sadness", "Confusion", "Joy", "Joy", "Sadness"]]))
+
+    joy = _system(res, "always-joy")
+    assert joy["metrics"]["accuracy"] == pytest.approx(0.2) and joy["runs"] == 1
+    assert joy["fleiss_kappa_runs"] is None
+
+    # files: eval.json equals the return value; confusion CSV rows = true labels
+    assert json.loads((out / "eval.json").read_text()) == res
+    csv_text = (out / s["files"]["confusion_csv"]).read_text().splitlines()
+    assert csv_text[0] == "true \\ predicted,anger,joy,neutral,sadness,surprise"
+    assert csv_text[4] == "sadness,1,0,0,1,0"
+    png = (out / s["files"]["confusion_png"]).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    preds = (out / s["files"]["predictions_csv"]).read_text().splitlines()
+    assert "dia1_utt2," in preds[5] and preds[5].endswith("anger|sadness,Anger|Sadness")
+
+
+def test_unmappable_answers_count_as_errors(meld):
+    project, db, ids, csv_path = meld
+    seg = ids["segments"]["dia1_utt1"]
+    add_annotation(db, seg, "Schadenfreude", 0.9, model="odd-model")
+    add_annotation(db, ids["segments"]["dia0_utt1"], "Surprise", 0.9, model="odd-model")
+    res = evaluate.evaluate(db, "meld", csv_path)
+    s = _system(res, "odd-model")
+    assert s["items"] == 2 and s["unmapped_predictions"] == 1
+    assert s["metrics"]["accuracy"] == 0.5
+    assert "(unmapped)" in s["metrics"]["confusion_labels"]
+    assert any("Schadenfreude" in e for e in s["mapping_errors"])
+
+
+def test_iemocap_dialogue_video_matched_by_time(project, tmp_path):
+    db = project.db()
+    vid = add_video(db, "/data/IEMOCAP/Session1/dialog/avi/DivX/Ses01F_impro01.avi", 60.0)
+    s_f000 = add_segment(db, vid, 6.0, 8.5)       # covers F000 [6.29, 8.24]
+    s_m000 = add_segment(db, vid, 14.5, 18.3)     # covers M000 [14.89, 18.02]
+    s_far = add_segment(db, vid, 30.0, 33.0)      # overlaps nothing
+    add_annotation(db, s_f000, "Calmness", 0.7)   # -> neutral
+    add_annotation(db, s_m000, "Excitement", 0.8)  # -> happy
+    add_annotation(db, s_far, "Anger", 0.8)
+    labels = tmp_path / "EmoEvaluation"
+    labels.mkdir()
+    (labels / "Ses01F_impro01.txt").write_text(IEMOCAP_TXT)
+    res = evaluate.evaluate(db, "iemocap", labels, out_dir=tmp_path / "o")
+    assert res["label_set"] == "iemocap4"
+    assert res["references"]["no_consensus"] == 1
+    assert res["matching"]["matched"] == 2  # F000 and M000; F001 and M001 have no segment there
+    assert res["matching"]["no_annotated_segment"] == 2
+    s = res["systems"][0]
+    assert s["items"] == 2  # the tie has no gold label
+    assert s["metrics"]["accuracy"] == 1.0
+    assert res["human"]["evaluator_votes"] == 6
+
+
+def test_cli_eval_prints_table_and_writes_json(meld, tmp_path):
+    project, db, ids, csv_path = meld
+    out = tmp_path / "cli-out"
+    r = CliRunner().invoke(app, ["eval", str(project.root), "--dataset", "meld", "--labels", str(csv_path),
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "gemini-test" in r.output and "80.0" in r.output and "always-joy" in r.output
+    assert json.loads((out / "eval.json").read_text())["dataset"] == "meld"
+    r = CliRunner().invoke(app, ["eval", str(project.root), "--dataset", "meld", "--labels", str(csv_path),
+                                 "--out", str(out), "--json"])
+    assert json.loads(r.output)["systems"][0]["items"] == 5
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--dataset", "ravdess", "--labels", "x.csv"], "unknown dataset"),
+    (["--dataset", "meld", "--labels", "missing.csv"], "does not exist"),
+    (["--dataset", "meld", "--labels", "LABELS", "--label-set", "nope9"], "unknown label set"),
+])
+def test_cli_eval_bad_input_exits_2_with_one_line(meld, args, needle):
+    project, db, ids, csv_path = meld
+    args = [str(csv_path) if a == "LABELS" else a for a in args]
+    r = CliRunner().invoke(app, ["eval", str(project.root)] + args)
+    assert r.exit_code == 2
+    lines = [x for x in r.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.output
