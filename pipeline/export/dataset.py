@@ -1,0 +1,278 @@
+"""`export_dataset`: select, split, cut audio, write one of the layouts, then swap it into place.
+
+Everything is written into a hidden temporary folder beside OUT and renamed onto OUT only
+when complete, so an interrupted export (crash, Ctrl-C, an exception raised by the progress
+callback to cancel) leaves OUT exactly as it was.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .. import store
+from ..project import Project
+from . import audio as audio_mod
+from .card import readme, write_sha256sums
+from .formats import FORMATS, WRITERS, check_lab_template, dumps, video_folder
+from .select import SPLIT_NAMES, ExportError, ExportFilters, assign_splits, normalise_splits, select
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class ExportOptions:
+    audio: str
+    sample_rate: int
+    seed: int
+    splits: tuple[float, float, float]
+    shard_size_mb: float
+    lab_template: str
+
+    def as_dict(self) -> dict:
+        return {"audio": self.audio, "sample_rate": self.sample_rate, "seed": self.seed,
+                "splits": [round(x, 6) for x in self.splits], "shard_size_mb": self.shard_size_mb,
+                "lab_template": self.lab_template}
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    format: str
+    n_items: int
+    n_videos: int
+    hours: float
+    per_split: dict[str, int]
+    per_emotion: dict[str, int]
+    skipped: list[str] = field(default_factory=list)
+    manifest_sha256: str = ""
+    export_id: int | None = None
+
+    def summary(self) -> str:
+        splits = ", ".join(f"{k} {v}" for k, v in self.per_split.items() if v)
+        line = (f"exported {self.n_items} clips ({self.hours:.3f} h) from {self.n_videos} videos "
+                f"as {self.format} to {self.out} [{splits}]")
+        return line + (f"; {len(self.skipped)} left out (see README.md)" if self.skipped else "")
+
+
+def _options(cfg: dict, *, audio, sample_rate, seed, splits, shard_size_mb, lab_template) -> ExportOptions:
+    ex = cfg.get("export", {})
+    opts = ExportOptions(
+        audio=audio or ex.get("audio", "vocals"),
+        sample_rate=int(sample_rate or ex.get("sample_rate", 24000)),
+        seed=int(ex.get("seed", 0) if seed is None else seed),
+        splits=normalise_splits(ex.get("splits", [0.8, 0.1, 0.1]) if splits is None else splits),
+        shard_size_mb=float(shard_size_mb or ex.get("shard_size_mb", 256.0)),
+        lab_template=lab_template or ex.get("lab_template", "({emotion}) {text}"),
+    )
+    if opts.audio not in ("vocals", "mix"):
+        raise ExportError(f"--audio {opts.audio!r}: choose vocals or mix")
+    if not 8000 <= opts.sample_rate <= 192000:
+        raise ExportError(f"--sample-rate {opts.sample_rate}: choose a rate between 8000 and 192000 Hz, e.g. 24000")
+    if opts.shard_size_mb <= 0:
+        raise ExportError(f"--shard-size {opts.shard_size_mb:g}: must be a positive number of MB")
+    problem = check_lab_template(opts.lab_template)
+    if problem:
+        raise ExportError(problem)
+    return opts
+
+
+def _check_out(out: Path, project_root: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: exists and is not a folder; choose a folder path for the dataset")
+    root = project_root.resolve()
+    if out == root or out in root.parents:
+        raise ExportError(f"{out}: would replace the project itself; export into a new folder, e.g. {root / 'exports' / 'v1'}")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ExportError(f"{out}: folder is not empty; choose an empty one or pass --force to replace it")
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Put the finished export at OUT; a previous OUT is moved aside first and then deleted."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{secrets.token_hex(4)}")
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _clip_id(sha: str, start_s: float, end_s: float) -> str:
+    return f"{sha[:12]}_{round(start_s * 1000):09d}_{round(end_s * 1000):09d}"
+
+
+def _record(c: dict, split: str) -> dict:
+    r = round
+    return {
+        "id": _clip_id(c["video_sha"], c["start_s"], c["end_s"]),
+        "split": split,
+        "text": (c["text"] or "").strip(),
+        "start_s": r(c["start_s"], 3),
+        "end_s": r(c["end_s"], 3),
+        "duration_s": r(c["end_s"] - c["start_s"], 3),
+        "source_video": c["video_sha"],
+        "language": c["language"],
+        "label_set": c["label_set"],
+        "primary_emotion": c["primary_emotion"],
+        "primary_intensity": c["primary_intensity"],
+        "emotions": {k: float(v) for k, v in sorted(c["emotions"].items())},
+        "rationale": c["rationale"],
+        "visual_analysis": c["visual_analysis"],
+        "audio_analysis": c["audio_analysis"],
+        "text_analysis": c["text_analysis"],
+        "review": c["review"],
+        "backend": c["backend"],
+        "model": c["model"],
+        "prompt_sha": c["prompt_sha"],
+        "run_index": c["run_index"],
+        "snr_db": None if c["snr_db"] is None else r(float(c["snr_db"]), 3),
+        "asd_score": None if c["asd_score"] is None else r(float(c["asd_score"]), 4),
+    }
+
+
+def export_dataset(
+    project: Project | str | Path,
+    out: str | Path,
+    fmt: str,
+    filters: ExportFilters | None = None,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+    audio: str | None = None,
+    sample_rate: int | None = None,
+    seed: int | None = None,
+    splits=None,
+    shard_size_mb: float | None = None,
+    lab_template: str | None = None,
+) -> ExportResult:
+    """Export the selected clips of `project` to the folder `out` in layout `fmt`.
+
+    Options left as None come from the project's [export] settings. `progress(done, total,
+    message)` is called after each clip; raising from it cancels the export (OUT untouched).
+    Raises ExportError (one line) for bad options, a non-empty OUT without `force`, or an
+    empty selection (naming the filter that emptied it).
+    """
+    proj = project if isinstance(project, Project) else Project.open(project)
+    filters = filters or ExportFilters()
+    if fmt not in FORMATS:
+        raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    opts = _options(proj.config, audio=audio, sample_rate=sample_rate, seed=seed, splits=splits,
+                    shard_size_mb=shard_size_mb, lab_template=lab_template)
+    out = Path(out).expanduser().absolute()
+    _check_out(out, proj.root, force)
+
+    db = proj.db()
+    try:
+        sel = select(db, filters, proj.config)
+        split_of = assign_splits(sel.clips, opts.splits, opts.seed)
+        videos = {v["sha256"]: v for v in store.rows(db, "SELECT id, sha256, path FROM videos")}
+        by_video: dict[str, list[dict]] = {}
+        seen: set[str] = set()
+        for c in sel.clips:
+            rec = _record(c, split_of[c["video_sha"]])
+            if rec["id"] in seen:  # two segments with the same millisecond span: keep ids unique
+                rec["id"] += f"_{c['segment_id']}"
+            seen.add(rec["id"])
+            rec["_folder"] = video_folder(videos[c["video_sha"]]["path"], c["video_sha"])
+            by_video.setdefault(c["video_sha"], []).append(rec)
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.partial-{secrets.token_hex(4)}")
+        tmp.mkdir()
+        try:
+            written, skipped = _write(proj, db, tmp, fmt, opts, videos, by_video, len(sel.clips), progress)
+            if not written:
+                raise ExportError("nothing to export: no clip's audio could be read (" + "; ".join(skipped[:3])
+                                  + "); fix the sources or use --audio mix")
+            card = readme(
+                title=proj.config.get("project", {}).get("name") or "MIKU-PAL emotional speech dataset",
+                fmt=fmt, records=written, filters=filters.as_dict(), options=opts.as_dict(),
+                annotation_sets=sel.annotation_sets, rationality=sel.rationality, skipped=skipped)
+            (tmp / "README.md").write_text(card, encoding="utf-8", newline="\n")
+            manifest_sha = write_sha256sums(tmp)
+            _check_out(out, proj.root, force)  # OUT may have changed while we worked
+            _install(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+        result = _result(out, fmt, written, skipped, manifest_sha)
+        with store.transaction(db) as conn:
+            cur = conn.execute(
+                "INSERT INTO exports (created_at, out_name, format, filters_json, n_items, manifest_sha256)"
+                " VALUES (?,?,?,?,?,?)",
+                (store.now(), str(out), fmt, dumps({"filters": filters.as_dict(), "options": opts.as_dict()}),
+                 len(written), manifest_sha))
+            result.export_id = int(cur.lastrowid)
+        return result
+    finally:
+        db.conn.close()
+
+
+def _write(proj, db, tmp, fmt, opts, videos, by_video, total, progress):
+    """Cut and write every video's clips; a video whose audio fails is left out and recorded."""
+    writer = WRITERS[fmt](tmp, opts)
+    written: list[dict] = []
+    skipped: list[str] = []
+    done = 0
+    for sha in sorted(by_video):
+        recs = by_video[sha]
+        video = videos[sha]
+        try:
+            source = audio_mod.resolve_source(proj, db, {"id": video["id"], "sha256": sha, "path": video["path"]},
+                                              opts.audio)
+            for rec in recs:
+                rec["audio_source"] = source.kind
+                rec["sample_rate"] = opts.sample_rate
+                rec["audio"] = writer.audio_path(rec)
+            chunks = audio_mod.decode(source.path, opts.sample_rate)
+            if writer.clip_based:
+                spans = [(rec["id"], round(rec["start_s"] * opts.sample_rate), round(rec["end_s"] * opts.sample_rate))
+                         for rec in recs]
+                by_id = {rec["id"]: rec for rec in recs}
+                for key, samples in audio_mod.cut_clips(chunks, spans):
+                    rec = by_id[key]
+                    done += 1
+                    if len(samples) == 0:
+                        msg = f"clip {key}: starts after the end of the audio of video {sha[:12]}; left out"
+                        skipped.append(msg)
+                        store.record_error(db, "export", msg, video_id=video["id"])
+                        continue
+                    writer.add(rec, samples)
+                    written.append(rec)
+                    if progress:
+                        progress(done, total, key)
+            else:
+                writer.add_video(recs[0]["_folder"], source.kind, recs, chunks)
+                written.extend(recs)
+                done += len(recs)
+                if progress:
+                    progress(done, total, recs[0]["_folder"])
+        except audio_mod.SourceError as e:
+            # clips cut before a damaged stretch are sound and stay; the rest are left out
+            ids = {r["id"] for r in written if r["source_video"] == sha}
+            lost = [r for r in recs if r["id"] not in ids]
+            skipped.append(f"{len(lost)} clips of video {sha[:12]}: {e}")
+            store.record_error(db, "export", str(e), video_id=video["id"])
+            done += len(lost)
+    writer.finish()
+    return written, skipped
+
+
+def _result(out, fmt, written, skipped, manifest_sha) -> ExportResult:
+    per_split = {s: sum(1 for r in written if r["split"] == s) for s in SPLIT_NAMES}
+    per_emotion: dict[str, int] = {}
+    for r in written:
+        per_emotion[r["primary_emotion"]] = per_emotion.get(r["primary_emotion"], 0) + 1
+    return ExportResult(out=out, format=fmt, n_items=len(written), n_videos=len({r["source_video"] for r in written}),
+                        hours=sum(r["duration_s"] for r in written) / 3600, per_split=per_split,
+                        per_emotion=dict(sorted(per_emotion.items())), skipped=skipped, manifest_sha256=manifest_sha)

@@ -1,0 +1,283 @@
+"""The five dataset layouts. Each writer receives records in id order and writes only under
+its root (a temporary folder the driver renames into place), so the bytes depend on the
+records alone: sorted keys, no timestamps, fixed tar headers.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+import unicodedata
+from pathlib import Path
+from typing import Iterable
+from xml.etree import ElementTree as ET
+
+import numpy as np
+
+from . import audio as audio_mod
+
+FORMATS = ("jsonl", "hf", "webdataset", "lab", "elan")
+# Hugging Face's folder builders map these folder names to their canonical splits.
+HF_SPLIT_DIRS = {"train": "train", "dev": "validation", "test": "test"}
+
+
+def dumps(obj) -> str:
+    """The one JSON encoding used in every export file (stable across runs)."""
+    if isinstance(obj, dict):  # driver-private keys (leading "_") never reach a file
+        obj = {k: v for k, v in obj.items() if not k.startswith("_")}
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def safe_name(name: str, fallback: str = "video", max_len: int = 48) -> str:
+    """A file-name component that cannot climb out of its folder or hide itself."""
+    name = unicodedata.normalize("NFKC", name)
+    name = re.sub(r"[^\w.-]+", "_", name).strip("._-")
+    name = name[:max_len].rstrip("._-")
+    return name or fallback
+
+
+def video_folder(video_name: str, sha: str) -> str:
+    """Readable and unique: the sanitised file stem plus the content hash prefix."""
+    return f"{safe_name(Path(video_name.replace(chr(92), '/')).stem)}-{sha[:8]}"
+
+
+class Writer:
+    """Base: clip-based formats get add(record, samples) in id order, then finish()."""
+
+    clip_based = True
+
+    def __init__(self, root: Path, opts):
+        self.root = root
+        self.opts = opts
+        self.records: list[dict] = []
+
+    def audio_path(self, rec: dict) -> str | None:
+        """Relative path of the clip's audio inside the export (stored in the record)."""
+        return None
+
+    def add(self, rec: dict, samples: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def add_video(self, folder: str, source_kind: str, recs: list[dict], chunks: Iterable[np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        pass
+
+    def _wav(self, rel: str, samples) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        audio_mod.write_wav(path, samples, self.opts.sample_rate)
+
+
+class JsonlWriter(Writer):
+    """audio/<split>/<id>.wav + manifest.jsonl (one row per clip, with its split)."""
+
+    def audio_path(self, rec):
+        return f"audio/{rec['split']}/{rec['id']}.wav"
+
+    def add(self, rec, samples):
+        self._wav(rec["audio"], samples)
+        self.records.append(rec)
+
+    def finish(self):
+        with open(self.root / "manifest.jsonl", "w", encoding="utf-8", newline="\n") as f:
+            for rec in self.records:
+                f.write(dumps(rec) + "\n")
+
+
+class HfWriter(Writer):
+    """Hugging Face audiofolder: <split>/<id>.wav + <split>/metadata.jsonl with file_name."""
+
+    def audio_path(self, rec):
+        return f"{HF_SPLIT_DIRS[rec['split']]}/{rec['id']}.wav"
+
+    def add(self, rec, samples):
+        self._wav(rec["audio"], samples)
+        self.records.append(rec)
+
+    def finish(self):
+        by_split: dict[str, list[dict]] = {}
+        for rec in self.records:
+            row = {k: v for k, v in rec.items() if k not in ("audio", "split") and not k.startswith("_")}
+            row["file_name"] = rec["audio"].split("/", 1)[1]
+            by_split.setdefault(HF_SPLIT_DIRS[rec["split"]], []).append(row)
+        for split, rows in sorted(by_split.items()):
+            with open(self.root / split / "metadata.jsonl", "w", encoding="utf-8", newline="\n") as f:
+                for row in rows:
+                    f.write(dumps(row) + "\n")
+
+
+class WebDatasetWriter(Writer):
+    """<split>-NNNNNN.tar shards of about shard_size_mb with KEY.wav + KEY.json members."""
+
+    def __init__(self, root, opts):
+        super().__init__(root, opts)
+        self.limit = max(int(opts.shard_size_mb * 1024 * 1024), 1)
+        self.open: dict[str, tuple[tarfile.TarFile, int, int]] = {}  # split -> (tar, shard no, bytes)
+        self.shards: list[str] = []
+
+    def audio_path(self, rec):
+        return f"{rec['id']}.wav"
+
+    def _member(self, tar: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = 0
+        info.mode = 0o644
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        tar.addfile(info, io.BytesIO(data))
+
+    def add(self, rec, samples):
+        wav = audio_mod.wav_bytes(samples, self.opts.sample_rate)
+        meta = (dumps(rec) + "\n").encode("utf-8")
+        size = len(wav) + len(meta) + 3 * 512  # two headers + padding, roughly
+        split = rec["split"]
+        tar, number, used = self.open.get(split, (None, -1, 0))
+        if tar is None or (used > 0 and used + size > self.limit):
+            if tar is not None:
+                tar.close()
+            number += 1
+            name = f"{split}-{number:06d}.tar"
+            self.shards.append(name)
+            tar = tarfile.open(self.root / name, "w", format=tarfile.USTAR_FORMAT)
+            used = 0
+        # members of one sample sit together, in name order (wds groups by key)
+        self._member(tar, f"{rec['id']}.json", meta)
+        self._member(tar, f"{rec['id']}.wav", wav)
+        self.open[split] = (tar, number, used + size)
+        self.records.append(rec)
+
+    def finish(self):
+        for tar, _, _ in self.open.values():
+            tar.close()
+        self.open.clear()
+
+
+class LabWriter(Writer):
+    """Fish-Speech style: <video folder>/<id>.wav + <id>.lab ("(emotion) text"), splits.json."""
+
+    def audio_path(self, rec):
+        return f"{rec['_folder']}/{rec['id']}.wav"
+
+    def add(self, rec, samples):
+        self._wav(rec["audio"], samples)
+        lab = render_lab(self.opts.lab_template, rec)
+        (self.root / rec["audio"]).with_suffix(".lab").write_text(lab + "\n", encoding="utf-8", newline="\n")
+        self.records.append(rec)
+
+    def finish(self):
+        write_splits_json(self.root, self.records)
+
+
+def render_lab(template: str, rec: dict) -> str:
+    text = " ".join((rec.get("text") or "").split())
+    fields = {"emotion": rec["primary_emotion"].lower(), "label": rec["primary_emotion"], "text": text,
+              "intensity": f"{rec['primary_intensity']:.2f}", "language": rec.get("language") or ""}
+    return " ".join(template.format_map(fields).split())
+
+
+def check_lab_template(template: str) -> str | None:
+    """None if usable, else the problem in words."""
+    try:
+        render_lab(template, {"primary_emotion": "Joy", "text": "x", "primary_intensity": 1.0})
+    except (KeyError, IndexError, ValueError) as e:
+        return (f"--lab-template {template!r}: {type(e).__name__} {e}; "
+                "use the fields {emotion}, {label}, {text}, {intensity}, {language}")
+    if "{text}" not in template:
+        return f"--lab-template {template!r}: must contain {{text}}"
+    return None
+
+
+def write_splits_json(root: Path, records: list[dict]) -> None:
+    """For folder-per-video layouts: which video folder belongs to which split."""
+    splits: dict[str, set[str]] = {}
+    for rec in records:
+        splits.setdefault(rec["split"], set()).add(rec["_folder"])
+    (root / "splits.json").write_text(dumps({k: sorted(v) for k, v in sorted(splits.items())}) + "\n",
+                                      encoding="utf-8", newline="\n")
+
+
+class ElanWriter(Writer):
+    """One <video folder>.eaf per video (tiers: transcript, primary emotion, verdict,
+    rationale) beside the video's full-length audio it points to by a relative URL."""
+
+    clip_based = False
+
+    def audio_path(self, rec):
+        return f"{rec['_folder']}.wav"
+
+    def add_video(self, folder, source_kind, recs, chunks):
+        try:
+            self._wav(f"{folder}.wav", chunks)
+        except audio_mod.SourceError:
+            (self.root / f"{folder}.wav").unlink(missing_ok=True)  # no EAF without its audio
+            raise
+        xml = eaf_document(f"{folder}.wav", recs)
+        (self.root / f"{folder}.eaf").write_bytes(xml)
+        self.records.extend(recs)
+
+    def finish(self):
+        write_splits_json(self.root, self.records)
+
+
+def eaf_document(media_name: str, recs: list[dict]) -> bytes:
+    """EAF 3.0 XML: one alignable transcript tier and symbolic-association child tiers."""
+    doc = ET.Element("ANNOTATION_DOCUMENT", {
+        "AUTHOR": "MIKU-PAL",
+        "DATE": "1970-01-01T00:00:00Z",  # fixed: exports are byte-reproducible
+        "FORMAT": "3.0",
+        "VERSION": "3.0",
+        "xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance",
+        "xsi:noNamespaceSchemaLocation": "http://www.mpi.nl/tools/elan/EAFv3.0.xsd",
+    })
+    header = ET.SubElement(doc, "HEADER", {"MEDIA_FILE": "", "TIME_UNITS": "milliseconds"})
+    ET.SubElement(header, "MEDIA_DESCRIPTOR", {"MEDIA_URL": f"./{media_name}", "MIME_TYPE": "audio/x-wav",
+                                               "RELATIVE_MEDIA_URL": f"./{media_name}"})
+    order = ET.SubElement(doc, "TIME_ORDER")
+    tiers = {name: ET.SubElement(doc, "TIER", attrs) for name, attrs in (
+        ("transcript", {"LINGUISTIC_TYPE_REF": "utterance", "TIER_ID": "transcript"}),
+        ("primary emotion", {"LINGUISTIC_TYPE_REF": "label", "PARENT_REF": "transcript", "TIER_ID": "primary emotion"}),
+        ("verdict", {"LINGUISTIC_TYPE_REF": "label", "PARENT_REF": "transcript", "TIER_ID": "verdict"}),
+        ("rationale", {"LINGUISTIC_TYPE_REF": "label", "PARENT_REF": "transcript", "TIER_ID": "rationale"}),
+    )}
+    next_id = 0
+
+    def new_id() -> str:
+        nonlocal next_id
+        next_id += 1
+        return f"a{next_id}"
+
+    for n, rec in enumerate(sorted(recs, key=lambda r: (r["start_s"], r["end_s"], r["id"]))):
+        t1, t2 = f"ts{2 * n + 1}", f"ts{2 * n + 2}"
+        ET.SubElement(order, "TIME_SLOT", {"TIME_SLOT_ID": t1, "TIME_VALUE": str(round(rec["start_s"] * 1000))})
+        ET.SubElement(order, "TIME_SLOT", {"TIME_SLOT_ID": t2, "TIME_VALUE": str(round(rec["end_s"] * 1000))})
+        parent = new_id()
+        ann = ET.SubElement(ET.SubElement(tiers["transcript"], "ANNOTATION"), "ALIGNABLE_ANNOTATION",
+                            {"ANNOTATION_ID": parent, "TIME_SLOT_REF1": t1, "TIME_SLOT_REF2": t2})
+        ET.SubElement(ann, "ANNOTATION_VALUE").text = rec.get("text") or ""
+        review = rec["review"]
+        values = {
+            "primary emotion": f"{rec['primary_emotion']} ({rec['primary_intensity']:.2f})",
+            "verdict": f"{review['verdict']} ({review['accepts']} accept, {review['rejects']} reject)",
+            "rationale": rec.get("rationale") or "",
+        }
+        for tier, value in values.items():
+            ref = ET.SubElement(ET.SubElement(tiers[tier], "ANNOTATION"), "REF_ANNOTATION",
+                                {"ANNOTATION_ID": new_id(), "ANNOTATION_REF": parent})
+            ET.SubElement(ref, "ANNOTATION_VALUE").text = value
+    prop = ET.SubElement(header, "PROPERTY", {"NAME": "lastUsedAnnotationId"})
+    prop.text = str(next_id)
+    ET.SubElement(doc, "LINGUISTIC_TYPE", {"GRAPHIC_REFERENCES": "false", "LINGUISTIC_TYPE_ID": "utterance",
+                                           "TIME_ALIGNABLE": "true"})
+    ET.SubElement(doc, "LINGUISTIC_TYPE", {"CONSTRAINTS": "Symbolic_Association", "GRAPHIC_REFERENCES": "false",
+                                           "LINGUISTIC_TYPE_ID": "label", "TIME_ALIGNABLE": "false"})
+    ET.SubElement(doc, "CONSTRAINT", {"DESCRIPTION": "1-1 association with a parent annotation",
+                                      "STEREOTYPE": "Symbolic_Association"})
+    ET.indent(doc, space="  ")
+    return ET.tostring(doc, encoding="UTF-8", xml_declaration=True) + b"\n"
+
+
+WRITERS = {"jsonl": JsonlWriter, "hf": HfWriter, "webdataset": WebDatasetWriter, "lab": LabWriter, "elan": ElanWriter}
