@@ -1,0 +1,185 @@
+"""`mikupal review-stats`: how often raters accept the labels, and how much raters agree.
+
+- Rationality (the paper's score): accepted / (accepted + rejected), skips left out, with
+  a Wilson 95% interval, overall, per emotion (the reviewed primary label) and per rater.
+- Agreement between raters on each annotation: Fleiss' kappa and Krippendorff's alpha
+  (nominal) on the verdicts, and alpha on the label each rater ends up with (the primary
+  label when accepted, the correction when rejected with one). A rater who skipped or never
+  saw an item is a missing value; items with fewer than two verdicts carry no agreement
+  information and drop out (alpha handles this natively; kappa uses per-item rater counts).
+- Intensities: interval alpha between raters when reviews carry corrected intensities, and
+  between the annotator's own runs (run_index) on every category, which is the consistency
+  the paper reports for the model.
+
+When a rater reviewed the same annotation more than once, the latest review counts.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import typer
+
+from . import metrics, store
+
+
+def _latest_reviews(db) -> list[dict]:
+    rows = store.rows(
+        db,
+        "SELECT r.id, r.annotation_id, r.rater_id, ra.name AS rater, r.verdict, r.corrected_label,"
+        " a.primary_emotion AS emotion FROM reviews r JOIN raters ra ON ra.id = r.rater_id"
+        " JOIN annotations a ON a.id = r.annotation_id ORDER BY r.id",
+    )
+    latest: dict[tuple[int, int], dict] = {}
+    for r in rows:
+        latest[(r["annotation_id"], r["rater_id"])] = r
+    return list(latest.values())
+
+
+def _corrected_intensity_column(db) -> str | None:
+    cols = {r[1] for r in db.conn.execute("PRAGMA table_info(reviews)")}
+    return next((c for c in ("corrected_intensities_json", "intensities_json") if c in cols), None)
+
+
+def rater_agreement(reviews: list[dict]) -> dict:
+    """Kappa and alpha over annotations x raters from the latest review rows."""
+    raters = sorted({r["rater"] for r in reviews})
+    units = sorted({r["annotation_id"] for r in reviews})
+    col = {u: i for i, u in enumerate(units)}
+    verdicts = {name: [None] * len(units) for name in raters}
+    final = {name: [None] * len(units) for name in raters}
+    for r in reviews:
+        i = col[r["annotation_id"]]
+        if r["verdict"] != "skip":
+            verdicts[r["rater"]][i] = r["verdict"]
+        if r["verdict"] == "accept":
+            final[r["rater"]][i] = r["emotion"]
+        elif r["verdict"] == "reject" and r.get("corrected_label"):
+            final[r["rater"]][i] = r["corrected_label"]
+    v_rows = [verdicts[n] for n in raters]
+    pairable = sum(sum(row[i] is not None for row in v_rows) >= 2 for i in range(len(units)))
+    return {
+        "raters": len(raters),
+        "items_reviewed": len(units),
+        "items_with_two_or_more_verdicts": pairable,
+        "fleiss_kappa_verdicts": metrics.fleiss_kappa_labels(v_rows, ["accept", "reject"]) if v_rows else float("nan"),
+        "krippendorff_alpha_verdicts": metrics.krippendorff_alpha(v_rows, "nominal") if v_rows else float("nan"),
+        "krippendorff_alpha_labels": metrics.krippendorff_alpha([final[n] for n in raters], "nominal") if raters else float("nan"),
+    }
+
+
+def intensity_alpha_raters(db, column: str) -> dict:
+    """Interval alpha on corrected intensities: units are (annotation, category)."""
+    rows = store.rows(db, f"SELECT r.id, r.annotation_id, r.rater_id, r.{column} AS inten FROM reviews r"
+                          f" WHERE r.{column} IS NOT NULL ORDER BY r.id")
+    latest = {(r["annotation_id"], r["rater_id"]): r for r in rows}
+    values: dict[int, dict[tuple[int, str], float]] = defaultdict(dict)
+    for (ann, rater), r in latest.items():
+        try:
+            d = json.loads(r["inten"])
+        except (TypeError, json.JSONDecodeError):
+            continue
+        for cat, v in (d or {}).items():
+            if isinstance(v, (int, float)):
+                values[rater][(ann, cat)] = float(v)
+    units = sorted({u for d in values.values() for u in d})
+    data = [[d.get(u) for u in units] for d in values.values()]
+    return {"units": len(units), "krippendorff_alpha_interval": metrics.krippendorff_alpha(data, "interval") if data else float("nan")}
+
+
+def intensity_alpha_runs(db) -> dict:
+    """Interval alpha between the annotator's runs, per system with two or more runs:
+    units are (segment, category), raters are run indices."""
+    out = []
+    systems = store.rows(db, "SELECT backend, model, label_set, prompt_sha, COUNT(DISTINCT run_index) AS runs"
+                             " FROM annotations GROUP BY backend, model, label_set, prompt_sha HAVING runs > 1")
+    for s in systems:
+        rows = store.rows(db, "SELECT segment_id, run_index, intensities_json FROM annotations"
+                              " WHERE backend=? AND model=? AND label_set=? AND prompt_sha=?",
+                          (s["backend"], s["model"], s["label_set"], s["prompt_sha"]))
+        by_run: dict[int, dict[tuple[int, str], float]] = defaultdict(dict)
+        for r in rows:
+            try:
+                d = json.loads(r["intensities_json"] or "{}")
+            except json.JSONDecodeError:
+                continue
+            for cat, v in d.items():
+                if isinstance(v, (int, float)):
+                    by_run[r["run_index"]][(r["segment_id"], cat)] = float(v)
+        units = sorted({u for d in by_run.values() for u in d})
+        data = [[by_run[ri].get(u) for u in units] for ri in sorted(by_run)]
+        out.append({"backend": s["backend"], "model": s["model"], "label_set": s["label_set"], "runs": s["runs"],
+                    "units": len(units), "krippendorff_alpha_interval": metrics.krippendorff_alpha(data, "interval")})
+    return {"systems": out}
+
+
+def review_stats(db) -> dict:
+    reviews = _latest_reviews(db)
+    col = _corrected_intensity_column(db)
+    return metrics.clean_json({
+        "reviews": len(reviews),
+        "rationality": metrics.rationality(reviews).as_dict(),
+        "agreement": rater_agreement(reviews),
+        "intensity_agreement_raters": intensity_alpha_raters(db, col) if col else None,
+        "intensity_agreement_runs": intensity_alpha_runs(db),
+    })
+
+
+# ---- CLI -------------------------------------------------------------------------------------
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def _num(v) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
+def _ci(p: dict) -> str:
+    return "—" if p["ci_low"] is None else f"{100 * p['ci_low']:.1f}–{100 * p['ci_high']:.1f}%"
+
+
+def print_stats(st: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = console or Console()
+    rat = st["rationality"]
+    o = rat["overall"]
+    con.print(f"[bold]Rationality[/bold] {_pct(o['score'])} (95% CI {_ci(o)}): {o['accepted']} accepted of "
+              f"{o['reviewed']} reviewed, {o['skipped']} skipped")
+    for title, key in (("per emotion", "per_emotion"), ("per rater", "per_rater")):
+        if rat[key]:
+            t = Table(title.split()[1], "accepted", "reviewed", "skipped", "rationality", "95% CI", title=f"Rationality {title}")
+            for name, p in rat[key].items():
+                t.add_row(name, str(p["accepted"]), str(p["reviewed"]), str(p["skipped"]), _pct(p["score"]), _ci(p))
+            con.print(t)
+    a = st["agreement"]
+    con.print(f"[bold]Agreement[/bold] between {a['raters']} raters on {a['items_with_two_or_more_verdicts']} items with "
+              f"two or more verdicts: Fleiss κ {_num(a['fleiss_kappa_verdicts'])}, Krippendorff α (verdicts) "
+              f"{_num(a['krippendorff_alpha_verdicts'])}, α (final labels) {_num(a['krippendorff_alpha_labels'])}")
+    ir = st["intensity_agreement_raters"]
+    if ir:
+        con.print(f"raters' corrected intensities: α interval {_num(ir['krippendorff_alpha_interval'])} over {ir['units']} values")
+    for s in st["intensity_agreement_runs"]["systems"]:
+        con.print(f"model runs ({s['model']}, {s['runs']} runs): intensity α interval {_num(s['krippendorff_alpha_interval'])}"
+                  f" over {s['units']} values", highlight=False)
+
+
+def review_stats_command(
+    project: Path = typer.Argument(..., help="Project folder."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+):
+    """Rationality score (Wilson 95% CI) per emotion and rater; kappa and alpha between raters."""
+    from .cli import open_project
+
+    p = open_project(project)
+    st = review_stats(p.db())
+    if as_json:
+        typer.echo(json.dumps(st, indent=2, ensure_ascii=False))
+        return
+    if not st["reviews"]:
+        typer.echo("no reviews yet: review labels in the app (mikupal gui) first")
+        return
+    print_stats(st)
