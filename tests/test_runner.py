@@ -1,0 +1,262 @@
+"""The runner's scheduling, resume, failure isolation, cancellation and events.
+
+These use the small real-code stages in runner_stages.py (real rows in a real project.db);
+test_runner_e2e.py runs the product's own stages on the demo clip.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import store
+from pipeline.runner import Runner, RunnerError, parse_workers, resolve_devices
+from pipeline.stages import STAGE_ORDER, UnknownStageError, parse_stages
+from pipeline.status import project_status
+
+from runner_stages import (BrokenLoadStage, CrashStage, LabelStage, NoopStage, ProbeStage, SplitStage,
+                           add_fake_videos)
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+
+
+def _annotation_counts(db):
+    return db.conn.execute(
+        "SELECT segment_id, run_index, COUNT(*) FROM annotations GROUP BY segment_id, run_index"
+    ).fetchall()
+
+
+def test_streaming_run_annotates_every_segment_once_and_rerun_skips(project):
+    db = project.db()
+    add_fake_videos(db, 5)
+    events = []
+    summary = Runner(project, [SplitStage, LabelStage], workers={"emotion": 1}, on_event=events.append).run()
+    assert summary.status == "finished" and summary.ok
+    counts = _annotation_counts(db)
+    assert len(counts) == 5 * 4 * LabelStage.runs
+    assert all(c == 1 for _, _, c in counts)
+    assert summary.stages["split"].ok == 5 and summary.stages["label"].ok == 40
+
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    assert events[-1].status == "finished" and events[-1].errors == 0
+    finished = [e for e in events if e.kind == "stage_finished"]
+    assert [e.stage for e in finished] == ["split", "label"]
+    assert finished[1].done == finished[1].total == 40
+    # The label stage's total grows as videos come out of split (streaming, not a barrier).
+    label_totals = [e.total for e in events if e.kind == "stage_progress" and e.stage == "label"]
+    assert label_totals[0] < 40 and label_totals == sorted(label_totals)
+
+    run = store.rows(db, "SELECT * FROM runs WHERE id=?", (summary.run_id,))[0]
+    assert run["status"] == "finished" and run["finished_at"] and run["pid"] == os.getpid()
+    assert run["stages"] == "split,label"
+    log_text = Path(run["log_path"]).read_text()
+    assert f"run {summary.run_id} finished" in log_text
+    assert Path(run["log_path"]).parent == project.logs_dir
+
+    again = Runner(project, [SplitStage, LabelStage]).run()
+    assert again.status == "finished"
+    assert again.stages["split"].total == 0 and again.stages["label"].total == 0
+    assert len(_annotation_counts(db)) == 40
+
+
+def test_bad_item_is_isolated_and_recorded(project):
+    db = project.db()
+    add_fake_videos(db, 3)
+    Runner(project, [SplitStage]).run()
+    sid = db.conn.execute("SELECT id FROM segments ORDER BY id LIMIT 1").fetchone()[0]
+    db.conn.execute("UPDATE segments SET text='poison pill' WHERE id=?", (sid,))
+    errors = []
+    summary = Runner(project, [SplitStage, LabelStage], on_event=lambda e: e.kind == "item_error" and errors.append(e)).run()
+    assert summary.status == "finished" and not summary.ok
+    assert summary.stages["label"].failed == 2  # both run indexes of the poisoned segment
+    assert summary.stages["label"].ok == 3 * 4 * 2 - 2
+    rows = store.rows(db, "SELECT * FROM errors WHERE run_id=?", (summary.run_id,))
+    assert len(rows) == 2 and {r["segment_id"] for r in rows} == {sid}
+    assert all("edit it and rerun" in r["message"] and "\n" not in r["message"] for r in rows)
+    assert errors and errors[0].segment_id == sid and errors[0].stage == "label"
+
+
+def test_a_video_failing_a_stage_goes_no_further(project, demo_clip, tmp_path):
+    from pipeline.ingest import add_videos
+
+    good = tmp_path / "good.mp4"
+    bad = tmp_path / "bad.mp4"
+    good.write_bytes(demo_clip.path.read_bytes())
+    bad.write_bytes(demo_clip.path.read_bytes() + b"x")  # another hash, valid when added
+    db = project.db()
+    add_videos(db, [good, bad])
+    bad.write_bytes(os.urandom(4096))  # ... corrupted afterwards (a failing disk, a partial copy)
+    summary = Runner(project, [ProbeStage, SplitStage]).run()
+    assert summary.stages["probe"].ok == 1 and summary.stages["probe"].failed == 1
+    assert summary.stages["split"].ok == 1 and summary.stages["split"].total == 1
+    bad_id = db.conn.execute("SELECT id FROM videos WHERE path LIKE '%bad.mp4'").fetchone()[0]
+    assert store.get_stage_state(db, bad_id, "probe")["status"] == "failed"
+    assert store.get_stage_state(db, bad_id, "split") is None
+    err = store.rows(db, "SELECT * FROM errors WHERE video_id=?", (bad_id,))
+    assert len(err) == 1 and "bad.mp4" in err[0]["message"] and "re-encode" in err[0]["message"]
+    st = project_status(db)
+    assert st["stages"].get("probe") is None or True  # status knows the product stages only
+
+
+def test_cancel_stops_between_items(project, monkeypatch):
+    monkeypatch.setenv("MIKUPAL_TEST_LABEL_SLEEP", "0.15")
+    db = project.db()
+    add_fake_videos(db, 10)
+    runner = Runner(project, [SplitStage, LabelStage], workers={})
+    seen = threading.Event()
+    at_cancel = {}
+
+    def on_event(e):
+        if e.kind == "stage_progress" and e.stage == "label" and e.done >= 3 and not seen.is_set():
+            seen.set()
+            at_cancel["n"] = len(_annotation_counts(db))
+            runner.cancel()
+
+    runner.on_event = on_event
+    summary = runner.run()
+    assert summary.status == "cancelled"
+    n = len(_annotation_counts(db))
+    # Only the items already in flight at the cancel may still finish (one worker here).
+    assert at_cancel["n"] <= n <= at_cancel["n"] + 1 < 80
+    assert store.rows(db, "SELECT status FROM runs WHERE id=?", (summary.run_id,))[0]["status"] == "cancelled"
+    # A rerun finishes the rest, exactly once each.
+    monkeypatch.setenv("MIKUPAL_TEST_LABEL_SLEEP", "0")
+    assert Runner(project, [SplitStage, LabelStage]).run().ok
+    counts = _annotation_counts(db)
+    assert len(counts) == 80 and all(c == 1 for _, _, c in counts)
+
+
+def test_model_that_cannot_load_fails_its_stage_once(project):
+    db = project.db()
+    add_fake_videos(db, 4)
+    summary = Runner(project, [BrokenLoadStage, NoopStage]).run()
+    assert summary.status == "finished"
+    assert summary.stages["broken"].failed == 4 and summary.stages["noop"].total == 0
+    errs = store.rows(db, "SELECT * FROM errors WHERE run_id=?", (summary.run_id,))
+    assert len(errs) == 1 and "broken.onnx is missing" in errs[0]["message"]
+    assert db.conn.execute("SELECT COUNT(*) FROM stage_state WHERE stage='broken' AND status='failed'").fetchone()[0] == 4
+
+
+def test_unexpected_exception_keeps_traceback_but_never_the_key(project, monkeypatch):
+    key = "AIzaSyTEST-not-a-real-key-0123456789"
+    monkeypatch.setenv("GEMINI_API_KEY", key)
+    db = project.db()
+    add_fake_videos(db, 2)
+    summary = Runner(project, [CrashStage]).run()
+    assert summary.stages["crash"].failed == 2
+    errs = store.rows(db, "SELECT * FROM errors WHERE run_id=?", (summary.run_id,))
+    assert len(errs) == 2
+    for e in errs:
+        assert key not in e["message"] and key not in e["detail"]
+        assert "RuntimeError" in e["message"] and "Traceback" in e["detail"]
+        assert f"run-{summary.run_id}.log" in e["message"]
+    log_text = Path(summary.log_path).read_text()
+    assert "RuntimeError" in log_text and key not in log_text
+    cfg = store.rows(db, "SELECT config_json FROM runs WHERE id=?", (summary.run_id,))[0]["config_json"]
+    assert key not in cfg
+
+
+def test_missing_upstream_is_reported_once_with_the_fix(project):
+    db = project.db()
+    add_fake_videos(db, 3)
+    summary = Runner(project, [LabelStage]).run()
+    assert summary.stages["label"].skipped == 3 and not summary.ok
+    errs = store.rows(db, "SELECT message FROM errors WHERE run_id=?", (summary.run_id,))
+    assert len(errs) == 1 and "--stages split,label" in errs[0]["message"]
+
+
+def test_sigkill_mid_stage_then_resume_annotates_exactly_once(project):
+    db = project.db()
+    add_fake_videos(db, 6)
+    env = {**os.environ, "MIKUPAL_TEST_LABEL_SLEEP": "0.02", "PYTHONPATH": f"{TESTS}{os.pathsep}{REPO}"}
+    script = (
+        "import sys; from pipeline.project import Project; from pipeline.runner import Runner;"
+        "from runner_stages import SplitStage, LabelStage;"
+        f"Runner(Project.open({str(project.root)!r}), [SplitStage, LabelStage], workers={{'label': 3}}).run()"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    total = 6 * 4 * LabelStage.runs
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            n = db.conn.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
+            if n >= 10 or proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the pipeline ended before it could be killed; raise the sleep"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    n_killed = db.conn.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
+    assert 10 <= n_killed < total
+    assert store.integrity_ok(db)
+    st = project_status(db)
+    assert st["recent_runs"][0]["status"] == "interrupted"
+
+    summary = Runner(project, [SplitStage, LabelStage]).run()
+    assert summary.ok
+    assert summary.stages["label"].ok == total - n_killed
+    counts = _annotation_counts(db)
+    assert len(counts) == total and all(c == 1 for _, _, c in counts)
+    assert store.integrity_ok(db)
+
+
+def test_workers_run_items_concurrently(project, monkeypatch):
+    # Three label threads: at some moment more than one item is inside process().
+    monkeypatch.setenv("MIKUPAL_TEST_LABEL_SLEEP", "0.05")
+    db = project.db()
+    add_fake_videos(db, 2)
+    active, peak, lock = [0], [0], threading.Lock()
+
+    class Watched(LabelStage):
+        def process(self, task):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            try:
+                return super().process(task)
+            finally:
+                with lock:
+                    active[0] -= 1
+
+    summary = Runner(project, [SplitStage, Watched], workers={"label": 3}).run()
+    assert summary.ok and summary.stages["label"].ok == 16
+    assert peak[0] >= 2
+
+
+def test_parsers_give_one_clear_line():
+    assert parse_stages("asd, asr") == ["asr", "asd"]
+    assert parse_stages(None) == list(STAGE_ORDER)
+    with pytest.raises(UnknownStageError, match="choose from separate,vad"):
+        parse_stages("asr,facez")
+    assert parse_workers(["faces=2", "emotion=8"]) == {"faces": 2, "emotion": 8}
+    with pytest.raises(RunnerError, match="unknown stage"):
+        parse_workers(["face=2"])
+    with pytest.raises(RunnerError, match="whole number"):
+        parse_workers(["faces=two"])
+    assert resolve_devices("cuda:0,cuda:1") == ["cuda:0", "cuda:1"]
+    assert resolve_devices("cpu") == ["cpu"]
+    with pytest.raises(RunnerError, match="not a device"):
+        resolve_devices("gpu0")
+
+
+def test_devices_give_one_instance_per_device_per_worker(project):
+    r = Runner(project, [SplitStage, LabelStage], workers={"split": 2}, devices=["cuda:0", "cuda:1"])
+    r.order, r.classes = ["split", "label"], {"split": SplitStage, "label": LabelStage}
+    SplitStage.num_gpus = 1.0
+    try:
+        plan = r._plan("split")
+    finally:
+        SplitStage.num_gpus = 0.0
+    assert sorted(plan.instances) == [("cuda:0", 1), ("cuda:0", 1), ("cuda:1", 1), ("cuda:1", 1)]
+    assert r._plan("label").instances == [("cpu", 1)]
