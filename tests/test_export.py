@@ -1,0 +1,472 @@
+"""mikupal export: every layout round-trips through the reader people use, the filters pick
+exactly the expected clips, exports are reproducible to the byte and never half-written."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import export_fixture as fx  # noqa: E402
+
+from pipeline import store  # noqa: E402
+from pipeline.export import ExportError, ExportFilters, assign_splits, export_dataset, select  # noqa: E402
+from pipeline.export import audio as export_audio  # noqa: E402
+
+SR = 24000
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    base = tmp_path_factory.mktemp("export")
+    proj, clips = fx.build(base / "proj", base / "videos")
+    return proj, clips, base
+
+
+@pytest.fixture()
+def proj(built):
+    return built[0]
+
+
+@pytest.fixture()
+def clips(built):
+    return built[1]
+
+
+def by_id(rows):
+    return {r["id"]: r for r in rows}
+
+
+def clip_for(clips, rec) -> fx.Clip:
+    return next(c for c in clips if c.sha == rec["source_video"] and abs(c.start_s - rec["start_s"]) < 1e-6)
+
+
+def all_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_clean_output(out: Path, built) -> None:
+    """No absolute path of the machine in any byte; SHA256SUMS verifies every other file."""
+    base = built[2]
+    files = all_files(out)
+    for name, data in files.items():
+        for needle in (str(base), str(base.resolve()), str(built[0].root)):
+            assert needle.encode() not in data, f"{name} contains the absolute path {needle}"
+    sums = dict(line.split("  ", 1)[::-1] for line in files["SHA256SUMS"].decode().splitlines())
+    assert set(sums) == set(files) - {"SHA256SUMS"}
+    for name, digest in sums.items():
+        assert hashlib.sha256(files[name]).hexdigest() == digest, name
+    assert "README.md" in files
+
+
+def check_audio(samples, rate, rec, clip: fx.Clip) -> None:
+    """The clip holds the right second of the right source at the export rate."""
+    assert rate == SR
+    assert abs(len(samples) - round(rec["duration_s"] * SR)) <= 1
+    want = fx.vocals_freq(clip.second) if rec["audio_source"] == "vocals" else fx.mix_freq(clip.second)
+    assert abs(fx.dominant_freq(samples, rate) - want) < 8, (rec["id"], want)
+
+
+# ---- formats ---------------------------------------------------------------------------------
+
+def test_jsonl_manifest_and_clips_round_trip(proj, clips, built, tmp_path):
+    out = tmp_path / "ds"
+    result = export_dataset(proj, out, "jsonl", ExportFilters())
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == result.n_items == len(clips) == 16
+    assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
+    for r in rows:
+        c = clip_for(clips, r)
+        samples, rate, width = fx.read_wav(out / r["audio"])
+        assert width == 2
+        check_audio(samples, rate, r, c)
+        # the first two videos have cached vocals (the default source); the others fall back to the mix
+        assert r["audio_source"] == ("vocals" if c.video < 2 else "mix")
+        assert r["source_video"] == c.sha and len(r["source_video"]) == 64
+        assert r["primary_emotion"] == c.emotion  # (0, 0)'s older prompt answer (Boredom) is superseded
+        assert r["prompt_sha"] == "p2" and r["backend"] == "gemini" and r["run_index"] == 0
+        assert r["primary_intensity"] == pytest.approx(c.intensity)
+        assert len(r["emotions"]) == 26 and r["emotions"][c.emotion] == pytest.approx(c.intensity)
+        assert r["snr_db"] == pytest.approx(c.snr) and r["asd_score"] == pytest.approx(c.asd)
+        assert r["review"]["accepts"] == sum(v == "accept" for v in c.verdicts)
+        assert r["review"]["rejects"] == sum(v == "reject" for v in c.verdicts)
+        assert r["review"]["raters"] == len(c.verdicts)
+        assert (r["review"]["verdict"] == "accept") == c.accepted
+        assert r["text"].startswith(f"video {c.video} second {c.second}")
+        assert r["rationale"] and r["visual_analysis"] == "smiles" and r["audio_analysis"] and r["text_analysis"]
+        assert r["start_s"] == pytest.approx(c.start_s) and r["end_s"] == pytest.approx(c.end_s)
+    changed = next(r for r in rows if clip_for(clips, r).video == fx.CHANGED_MIND[0]
+                   and clip_for(clips, r).second == fx.CHANGED_MIND[1])
+    assert changed["review"]["verdict"] == "accept" and changed["review"]["rejects"] == 0
+    assert_clean_output(out, built)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "Clips: 16 from 4 source videos" in card and "| Joy | 4 |" in card and "p2" in card
+
+
+def test_mix_option_cuts_from_the_original_audio(proj, clips, tmp_path):
+    out = tmp_path / "ds"
+    export_dataset(proj, out, "jsonl", ExportFilters(emotions=("Joy",)), audio="mix", sample_rate=16000)
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
+    for r in rows:
+        samples, rate, _ = fx.read_wav(out / r["audio"])
+        assert rate == 16000 and r["audio_source"] == "mix"
+        assert abs(fx.dominant_freq(samples, rate) - fx.mix_freq(clip_for(clips, r).second)) < 8
+
+
+def test_hf_audiofolder_loads_with_datasets(proj, clips, built, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets", reason="datasets is in the dev extra")
+    pytest.importorskip("torchcodec", reason="datasets decodes Audio columns with torchcodec (dev extra)")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    out = tmp_path / "ds"
+    export_dataset(proj, out, "hf", ExportFilters(), splits=[0.5, 0.25, 0.25])
+    assert_clean_output(out, built)
+    ds = datasets.load_dataset("audiofolder", data_dir=str(out))
+    assert sorted(ds) == ["test", "train", "validation"]
+    assert sum(ds[s].num_rows for s in ds) == 16
+    expected = assign_splits([{"video_sha": c.sha} for c in clips], [0.5, 0.25, 0.25], 0)
+    videos_in = {s: set(ds[s]["source_video"]) for s in ds}
+    assert not (videos_in["train"] & videos_in["validation"]) and not (videos_in["train"] & videos_in["test"])
+    for split, name in (("train", "train"), ("dev", "validation"), ("test", "test")):
+        assert videos_in[name] == {sha for sha, s in expected.items() if s == split}
+    row = ds["validation"][0]
+    c = clip_for(clips, row)
+    assert row["primary_emotion"] == c.emotion and row["review"]["raters"] == len(c.verdicts)
+    decoded = row["audio"].get_all_samples()
+    assert decoded.sample_rate == SR
+    assert abs(decoded.data.shape[-1] - round(row["duration_s"] * SR)) <= 1
+
+
+def test_webdataset_shards_are_tars_of_wav_and_json(proj, clips, built, tmp_path):
+    out = tmp_path / "ds"
+    result = export_dataset(proj, out, "webdataset", ExportFilters(), shard_size_mb=0.07)
+    shards = sorted(out.glob("*.tar"))
+    assert len(shards) > 2  # ~70 kB shards hold one or two clips each
+    seen = {}
+    for shard in shards:
+        split = shard.name.split("-")[0]
+        with tarfile.open(shard) as tar:
+            members = tar.getmembers()
+            names = [m.name for m in members]
+            assert names == sorted(names, key=lambda n: (n.rsplit(".", 1)[0], n))
+            for m in members:
+                assert (m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) == (0, 0, 0, "", "", 0o644)
+            for m in members:
+                key, ext = m.name.rsplit(".", 1)
+                data = tar.extractfile(m).read()
+                seen.setdefault(key, {})[ext] = data
+            assert all(json.loads(seen[n.rsplit(".", 1)[0]]["json"])["split"] == split
+                       for n in names if n.endswith(".json"))
+    assert len(seen) == result.n_items == 16
+    for key, parts in seen.items():
+        rec = json.loads(parts["json"])
+        assert rec["id"] == key
+        samples, rate, _ = fx.read_wav(parts["wav"])
+        check_audio(samples, rate, rec, clip_for(clips, rec))
+    assert_clean_output(out, built)
+
+
+def test_lab_folders_hold_wav_and_marked_transcripts(proj, clips, built, tmp_path):
+    out = tmp_path / "ds"
+    export_dataset(proj, out, "lab", ExportFilters(), lab_template="<{emotion}|{intensity}> {text}")
+    labs = sorted(out.glob("*/*.lab"))
+    assert len(labs) == 16
+    folders = {p.parent.name for p in labs}
+    assert len(folders) == 4
+    for lab in labs:
+        wav = lab.with_suffix(".wav")
+        samples, rate, _ = fx.read_wav(wav)
+        line = lab.read_text(encoding="utf-8")
+        k, s = int(line.split("video ")[1].split()[0]), int(line.split("second ")[1].split()[0])
+        c = next(c for c in clips if (c.video, c.second) == (k, s))
+        assert line == f"<{c.emotion.lower()}|{c.intensity:.2f}> video {k} second {s} ../../etc/passwd says hi\n"
+        assert lab.parent.name.endswith("-" + c.sha[:8])
+        want = fx.vocals_freq(s) if k < 2 else fx.mix_freq(s)
+        assert abs(fx.dominant_freq(samples, rate) - want) < 8
+    splits = json.loads((out / "splits.json").read_text())
+    assert sorted(f for v in splits.values() for f in v) == sorted(folders)
+    assert_clean_output(out, built)
+
+
+def test_elan_files_parse_and_point_at_their_audio(proj, clips, built, tmp_path):
+    out = tmp_path / "ds"
+    export_dataset(proj, out, "elan", ExportFilters())
+    eafs = sorted(out.glob("*.eaf"))
+    assert len(eafs) == 4
+    for eaf in eafs:
+        root = ET.parse(eaf).getroot()
+        assert root.tag == "ANNOTATION_DOCUMENT" and root.get("FORMAT") == "3.0"
+        media = root.find("HEADER/MEDIA_DESCRIPTOR")
+        rel = media.get("RELATIVE_MEDIA_URL")
+        assert rel == f"./{eaf.stem}.wav" and not Path(media.get("MEDIA_URL")).is_absolute()
+        samples, rate, _ = fx.read_wav(out / rel)
+        assert rate == SR and abs(len(samples) - fx.SECONDS * SR) <= SR // 100
+        slots = {t.get("TIME_SLOT_ID"): int(t.get("TIME_VALUE")) for t in root.iter("TIME_SLOT")}
+        tiers = {t.get("TIER_ID"): t for t in root.iter("TIER")}
+        assert set(tiers) == {"transcript", "primary emotion", "verdict", "rationale"}
+        sha8 = eaf.stem.rsplit("-", 1)[1]
+        mine = sorted((c for c in clips if c.sha.startswith(sha8)), key=lambda c: c.start_s)
+        spans = [(slots[a.get("TIME_SLOT_REF1")], slots[a.get("TIME_SLOT_REF2")], a.findtext("ANNOTATION_VALUE"), a.get("ANNOTATION_ID"))
+                 for a in tiers["transcript"].iter("ALIGNABLE_ANNOTATION")]
+        assert [(a, b) for a, b, _, _ in spans] == [(round(c.start_s * 1000), round(c.end_s * 1000)) for c in mine]
+        emo = {r.get("ANNOTATION_REF"): r.findtext("ANNOTATION_VALUE") for r in tiers["primary emotion"].iter("REF_ANNOTATION")}
+        verdict = {r.get("ANNOTATION_REF"): r.findtext("ANNOTATION_VALUE") for r in tiers["verdict"].iter("REF_ANNOTATION")}
+        for (_, _, text, aid), c in zip(spans, mine):
+            assert text.startswith(f"video {c.video} second {c.second}")
+            assert emo[aid].startswith(c.emotion + " (")
+            assert verdict[aid].startswith("accept" if c.accepted else ("tie", "reject"))
+    assert_clean_output(out, built)
+
+
+# ---- filters -----------------------------------------------------------------------------------
+
+JOY_ANGER_SAD_FEAR_RATES = {"Joy": 7 / 10, "Anger": 5 / 11, "Sadness": 5 / 9, "Fear": 4 / 11}
+
+FILTER_CASES = [
+    ("none", ExportFilters(), lambda c: True),
+    ("accepted", ExportFilters(accepted_only=True), lambda c: c.accepted),
+    ("rationality", ExportFilters(min_rationality=0.5), lambda c: JOY_ANGER_SAD_FEAR_RATES[c.emotion] >= 0.5),
+    ("emotions", ExportFilters(emotions=("joy", "ANGER")), lambda c: c.emotion in ("Joy", "Anger")),
+    ("intensity", ExportFilters(min_intensity=0.6), lambda c: c.intensity >= 0.6),
+    ("duration", ExportFilters(min_duration=0.65, max_duration=0.85), lambda c: 0.65 <= c.end_s - c.start_s <= 0.85),
+    ("snr", ExportFilters(min_snr=10), lambda c: c.snr >= 10),
+    ("language", ExportFilters(languages=("JA",)), lambda c: c.language == "ja"),
+    ("asd", ExportFilters(min_asd=0.5), lambda c: c.asd >= 0.5),
+    ("cap", ExportFilters(max_per_video=2), lambda c: c.second >= 2),  # the two most intense per video
+    ("combined", ExportFilters(accepted_only=True, min_snr=5, emotions=("Joy", "Sadness")),
+     lambda c: c.accepted and c.snr >= 5 and c.emotion in ("Joy", "Sadness")),
+]
+
+
+@pytest.mark.parametrize("name,filters,expect", FILTER_CASES, ids=[c[0] for c in FILTER_CASES])
+def test_filters_select_exactly_the_expected_clips(proj, clips, name, filters, expect):
+    db = proj.db()
+    try:
+        sel = select(db, filters, proj.config)
+    finally:
+        db.conn.close()
+    got = {c["segment_id"] for c in sel.clips}
+    want = {c.segment_id for c in clips if expect(c)}
+    assert want and got == want
+    if name == "rationality":
+        for emotion, rate in JOY_ANGER_SAD_FEAR_RATES.items():
+            assert sel.rationality[emotion] == pytest.approx(rate)
+
+
+def test_annotation_set_choice(proj, clips):
+    db = proj.db()
+    try:
+        base = select(db, ExportFilters(backend="baseline"), proj.config)
+        assert {c["segment_id"] for c in base.clips} == {c.segment_id for c in clips if c.second == 0}
+        assert {c["model"] for c in base.clips} == {"vader"}
+        second = select(db, ExportFilters(run_index=1), proj.config)
+        assert len(second.clips) == 16 and {c["primary_emotion"] for c in second.clips} == {"Calmness"}
+        # without the project's configured backend/model as a tie-breaker, two sets are ambiguous
+        cfg = {**proj.config, "emotion": {**proj.config["emotion"], "backend": "openai"}}
+        with pytest.raises(ExportError, match="several annotation sets.*--backend"):
+            select(db, ExportFilters(), cfg)
+        with pytest.raises(ExportError, match="no annotations match.*label_set=meld7"):
+            select(db, ExportFilters(label_set="meld7"), proj.config)
+    finally:
+        db.conn.close()
+
+
+def test_an_emptied_selection_names_the_filter(proj, tmp_path):
+    out = tmp_path / "ds"
+    with pytest.raises(ExportError, match=r"--min-snr 1000 removed the last 16 clips"):
+        export_dataset(proj, out, "jsonl", ExportFilters(min_snr=1000))
+    with pytest.raises(ExportError, match=r"--emotions horror"):
+        export_dataset(proj, out, "jsonl", ExportFilters(accepted_only=True, emotions=("Horror",)))
+    assert not out.exists()
+
+
+# ---- splits ------------------------------------------------------------------------------------
+
+def test_splits_keep_videos_whole_follow_fractions_and_repeat():
+    items = [{"video_sha": hashlib.sha256(str(i).encode()).hexdigest()} for i in range(100) for _ in range(3)]
+    a = assign_splits(items, [0.8, 0.1, 0.1], seed=7)
+    assert a == assign_splits(list(reversed(items)), [0.8, 0.1, 0.1], seed=7)  # order-independent
+    counts = {s: sum(1 for v in a.values() if v == s) for s in ("train", "dev", "test")}
+    assert counts == {"train": 80, "dev": 10, "test": 10}
+    b = assign_splits(items, [0.8, 0.1, 0.1], seed=8)
+    assert a != b and sorted(a.values()) == sorted(b.values())
+    only_train = assign_splits(items, [1, 0, 0], seed=7)
+    assert set(only_train.values()) == {"train"}
+    assert set(assign_splits(items, [0.5, 0, 0.5], seed=7).values()) == {"train", "test"}
+    with pytest.raises(ExportError):
+        assign_splits(items, [0.5, -0.1, 0.6], seed=7)
+
+
+# ---- reproducibility and safety ----------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["jsonl", "webdataset", "elan"])
+def test_exporting_twice_gives_identical_bytes(proj, tmp_path, fmt):
+    a, b = tmp_path / "a", tmp_path / "b"
+    ra = export_dataset(proj, a, fmt, ExportFilters(min_snr=3), shard_size_mb=0.1)
+    rb = export_dataset(proj, b, fmt, ExportFilters(min_snr=3), shard_size_mb=0.1)
+    fa, fb = all_files(a), all_files(b)
+    assert fa.keys() == fb.keys() and fa == fb
+    assert ra.manifest_sha256 == rb.manifest_sha256 == hashlib.sha256(fa["SHA256SUMS"]).hexdigest()
+
+
+def test_export_is_recorded_in_the_store(proj, tmp_path):
+    out = tmp_path / "ds"
+    result = export_dataset(proj, out, "jsonl", ExportFilters(emotions=("Fear",)))
+    db = proj.db()
+    try:
+        row = store.rows(db, "SELECT * FROM exports WHERE id=?", (result.export_id,))[0]
+    finally:
+        db.conn.close()
+    assert row["format"] == "jsonl" and row["n_items"] == 4
+    assert row["manifest_sha256"] == hashlib.sha256((out / "SHA256SUMS").read_bytes()).hexdigest()
+    assert json.loads(row["filters_json"])["filters"]["emotions"] == ["Fear"]
+
+
+def test_interrupted_export_leaves_out_untouched(proj, tmp_path, monkeypatch):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous dataset")
+    real = export_audio.write_wav
+    calls = []
+
+    def failing(path, samples, rate):
+        calls.append(path)
+        if len(calls) == 5:
+            raise OSError(28, "No space left on device")
+        real(path, samples, rate)
+
+    monkeypatch.setattr(export_audio, "write_wav", failing)
+    with pytest.raises(OSError, match="No space"):
+        export_dataset(proj, out, "hf", ExportFilters(), force=True)
+    assert len(calls) == 5
+    assert all_files(out) == {"keep.txt": b"previous dataset"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temporary folder left behind
+    fresh = tmp_path / "fresh"
+    calls.clear()
+    with pytest.raises(OSError):
+        export_dataset(proj, fresh, "jsonl", ExportFilters())
+    assert not fresh.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_cancel_from_progress_callback_leaves_nothing(proj, tmp_path):
+    seen = []
+
+    def progress(done, total, msg):
+        seen.append((done, total))
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export_dataset(proj, tmp_path / "ds", "lab", ExportFilters(), progress=progress)
+    assert seen == [(1, 16), (2, 16), (3, 16)] and list(tmp_path.iterdir()) == []
+
+
+def test_non_empty_out_needs_force(proj, tmp_path):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "old.wav").write_bytes(b"x")
+    with pytest.raises(ExportError, match="not empty.*--force"):
+        export_dataset(proj, out, "jsonl", ExportFilters())
+    assert all_files(out) == {"old.wav": b"x"}
+    export_dataset(proj, out, "jsonl", ExportFilters(), force=True)
+    assert "old.wav" not in all_files(out) and (out / "manifest.jsonl").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    with pytest.raises(ExportError, match="would replace the project"):
+        export_dataset(proj, proj.root, "jsonl", ExportFilters(), force=True)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ExportError, match="not a folder"):
+        export_dataset(proj, tmp_path / "afile", "jsonl", ExportFilters())
+
+
+def test_names_from_video_files_are_sanitised(proj, clips, tmp_path):
+    from pipeline.export.formats import safe_name, video_folder
+
+    assert safe_name("../../etc/passwd") == "etc_passwd"
+    assert safe_name("..") == "video" and safe_name("") == "video"
+    assert video_folder("C:\\clips\\..\\..\\x y.mkv", "ab" * 32) == "x_y-abababab"
+    out = tmp_path / "ds"
+    export_dataset(proj, out, "lab", ExportFilters())
+    evil = clips[8].sha  # video 2: "..  ..;evil$name.mkv"
+    folder = next(p for p in out.iterdir() if p.name.endswith(evil[:8]))
+    assert folder.name == f"evil_name-{evil[:8]}"
+    for p in out.rglob("*"):
+        assert out.resolve() in p.resolve().parents and not p.name.startswith(".")
+
+
+def test_a_video_without_readable_audio_is_left_out_and_recorded(built, tmp_path):
+    proj0, clips, _ = built
+    copy = tmp_path / "proj"
+    shutil.copytree(proj0.root, copy)
+    from pipeline.project import Project
+
+    proj = Project.open(copy)
+    gone = clips[12].sha  # video 3 has no vocals; point it at a missing file
+    db = proj.db()
+    db.conn.execute("UPDATE videos SET path=? WHERE sha256=?", (str(tmp_path / "moved.mkv"), gone))
+    db.conn.close()
+    out = tmp_path / "ds"
+    result = export_dataset(proj, out, "jsonl", ExportFilters())
+    assert result.n_items == 12 and result.n_videos == 3
+    assert len(result.skipped) == 1 and gone[:12] in result.skipped[0] and "missing" in result.skipped[0]
+    assert "Left out while exporting" in (out / "README.md").read_text()
+    db = proj.db()
+    errs = store.rows(db, "SELECT stage, message FROM errors")
+    db.conn.close()
+    assert [e["stage"] for e in errs] == ["export"] and "moved.mkv" in errs[0]["message"]
+
+
+def test_bad_options_are_one_line_errors(proj, tmp_path):
+    for kwargs, pattern in (
+        ({"fmt": "parquet"}, "--format 'parquet': choose one of jsonl, hf, webdataset, lab, elan"),
+        ({"fmt": "lab", "lab_template": "({mood}) {text}"}, "--lab-template"),
+        ({"fmt": "lab", "lab_template": "({emotion})"}, "must contain {text}"),
+        ({"fmt": "jsonl", "audio": "stems"}, "--audio 'stems'"),
+        ({"fmt": "jsonl", "sample_rate": 100}, "--sample-rate 100"),
+        ({"fmt": "jsonl", "splits": [0, 0, 0]}, "splits"),
+    ):
+        fmt = kwargs.pop("fmt")
+        with pytest.raises(ExportError, match=pattern.replace("(", r"\(").replace(")", r"\)").replace("{", r"\{").replace("}", r"\}")) as e:
+            export_dataset(proj, tmp_path / "ds", fmt, ExportFilters(), **kwargs)
+        assert "\n" not in str(e.value)
+    assert not (tmp_path / "ds").exists()
+
+
+# ---- CLI ---------------------------------------------------------------------------------------
+
+def test_cli_export_and_usage_errors(proj, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "ds"
+    r = runner.invoke(app, ["export", str(proj.root), str(out), "--format", "webdataset", "--emotions", "Joy,Fear",
+                            "--splits", "0.5,0.5,0", "--sample-rate", "16000"])
+    assert r.exit_code == 0, r.output
+    assert "exported 8 clips" in r.output
+    recs = []
+    for shard in sorted(out.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            recs += [json.loads(tar.extractfile(m).read()) for m in tar.getmembers() if m.name.endswith(".json")]
+    assert len(recs) == 8 and {r_["sample_rate"] for r_ in recs} == {16000}
+    assert {r_["split"] for r_ in recs} <= {"train", "dev"}
+    for target, args, needle in (
+        (out, [], "not empty"),
+        (tmp_path / "new", ["--format", "csv"], "--format 'csv'"),
+        (tmp_path / "new", ["--min-snr", "99"], "--min-snr 99 removed"),
+        (tmp_path / "new", ["--splits", "a,b"], "--splits"),
+        (tmp_path / "nowhere", ["--force"], "not a MIKU-PAL project"),
+    ):
+        r = runner.invoke(app, ["export", str(proj.root if target != tmp_path / "nowhere" else target), str(target), *args])
+        assert r.exit_code == 2, (args, r.output)
+        lines = [x for x in r.output.splitlines() if x.strip()]
+        assert len(lines) == 1 and needle in lines[0], r.output
+    assert not (tmp_path / "new").exists()
