@@ -1,0 +1,268 @@
+"""A local HTTP server that speaks the Gemini REST protocol (v1), for tests and the benchmark.
+
+It implements what google-genai 3.x sends (FACTS.md): ``POST /v1/models/{model}:generateContent``
+and the Files API (``POST /upload/v1/files`` resumable start / upload / finalize,
+``GET /v1/files/{id}`` polling PROCESSING -> ACTIVE, ``DELETE /v1/files/{id}``). Request keys
+are read in camelCase or snake_case (the SDK mixes them).
+
+Behaviour is scripted: push ``Reply`` objects onto ``server.script`` (served in order to
+generateContent calls); when the script is empty ``default_reply`` answers with a valid
+annotation built from the request's response schema. ``latency_s`` delays every answer.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: object = None  # dict -> JSON; str -> sent as is; None -> a valid answer
+    headers: dict = field(default_factory=dict)
+    delay_s: float = 0.0
+    text: str | None = None  # a 200 answer whose candidate text is exactly this
+
+
+def g(d: dict, *names, default=None):
+    """Read a key given in camelCase or snake_case."""
+    for n in names:
+        if n in d:
+            return d[n]
+        snake = "".join("_" + c.lower() if c.isupper() else c for c in n)
+        if snake in d:
+            return d[snake]
+    return default
+
+
+def error_body(code: int, status: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message, "status": status}}
+
+
+STATUS_NAME = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 429: "RESOURCE_EXHAUSTED",
+               500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+class ScriptedServer:
+    """Threaded HTTP server on 127.0.0.1:0 with a reply script; subclasses route requests."""
+
+    def __init__(self, latency_s: float = 0.0):
+        self.script: list[Reply] = []
+        self.latency_s = latency_s
+        self.requests: list[dict] = []  # {"method", "path", "headers", "json"}
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):  # keep test output clean
+                pass
+
+            def _body(self) -> bytes:
+                n = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(n) if n else b""
+
+            def send(self, status: int, body, headers: dict | None = None):
+                data = body if isinstance(body, bytes) else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json; charset=UTF-8")
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, str(v))
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout tests)
+
+            def handle_any(self, method: str):
+                raw = self._body() if method in ("POST", "PUT", "PATCH") else b""
+                rec = {"method": method, "path": self.path, "headers": dict(self.headers.items()), "raw_len": len(raw)}
+                try:
+                    rec["json"] = json.loads(raw) if raw and raw[:1] in b"{[" else None
+                except ValueError:
+                    rec["json"] = None
+                with server.lock:
+                    server.requests.append(rec)
+                try:
+                    server.route(self, method, raw, rec)
+                except Exception as e:  # a server bug must show up as a 500, not a hang
+                    self.send(500, error_body(500, "INTERNAL", f"test server error: {e!r}"))
+
+            def do_GET(self):
+                self.handle_any("GET")
+
+            def do_POST(self):
+                self.handle_any("POST")
+
+            def do_DELETE(self):
+                self.handle_any("DELETE")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def next_reply(self) -> Reply:
+        with self.lock:
+            return self.script.pop(0) if self.script else Reply()
+
+    def serve_scripted(self, h, request_json: dict, make_ok):
+        """Apply latency + the next scripted reply; make_ok(request_json, text) builds a 200 body."""
+        reply = self.next_reply()
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            time.sleep(self.latency_s + reply.delay_s)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+        if reply.status != 200:
+            body = reply.body if reply.body is not None else error_body(
+                reply.status, STATUS_NAME.get(reply.status, "UNKNOWN"), f"scripted {reply.status}")
+            return h.send(reply.status, body, reply.headers)
+        body = reply.body if reply.body is not None else make_ok(request_json, reply.text)
+        return h.send(200, body, reply.headers)
+
+    def count(self, method: str, path_part: str) -> int:
+        with self.lock:
+            return sum(1 for r in self.requests if r["method"] == method and path_part in r["path"])
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def valid_answer(names: list[str], primary: str | None = None, hint: str = "") -> dict:
+    """A schema-valid annotation: the primary (given, or chosen by hashing the hint) at 0.8."""
+    if primary is None:
+        primary = names[int(hashlib.sha256(hint.encode()).hexdigest(), 16) % len(names)]
+    return {
+        "visual_analysis": "The speaker on the left moves the mouth in time with the speech.",
+        "audio_analysis": "Moderate pitch and loudness, steady rate.",
+        "text_analysis": f"The words: {hint[:80]}",
+        "emotions": {n: (0.8 if n == primary else 0.05) for n in names},
+        "primary_emotion": primary,
+        "rationale": f"{primary} fits the voice and the words best.",
+    }
+
+
+class GeminiServer(ScriptedServer):
+    def __init__(self, latency_s: float = 0.0, processing_polls: int = 2, primary: str | None = None):
+        super().__init__(latency_s)
+        self.files: dict[str, dict] = {}  # id -> {"data": bytearray, "polls": n, "meta": {...}}
+        self.uploads: dict[str, dict] = {}
+        self.processing_polls = processing_polls
+        self.primary = primary
+        self.deleted: list[str] = []
+        self._ids = 0
+
+    # --- generateContent ---------------------------------------------------------------
+    def _ok(self, req: dict, text: str | None) -> dict:
+        gen = g(req, "generationConfig") or {}
+        schema = g(gen, "responseSchema") or {}
+        names = list((g(schema.get("properties", {}).get("emotions", {}), "properties") or {}).keys())
+        contents = req.get("contents") or []
+        parts = [p for c in contents for p in (c.get("parts") or [])]
+        transcript = " ".join(p.get("text", "") for p in parts if "text" in p)
+        if text is None:
+            text = json.dumps(valid_answer(names or ["Joy", "Sadness"], self.primary, transcript))
+        media_bytes = 0
+        for p in parts:
+            inline = g(p, "inlineData")
+            if inline:
+                data = inline.get("data", "")
+                media_bytes += len(base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)))
+        prompt_tokens = 300 + media_bytes // 100
+        out_tokens = max(1, len(text) // 4)
+        return {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": prompt_tokens, "candidatesTokenCount": out_tokens,
+                              "totalTokenCount": prompt_tokens + out_tokens,
+                              "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 300},
+                                                      {"modality": "VIDEO", "tokenCount": media_bytes // 100}]},
+            "modelVersion": "test-model",
+        }
+
+    def _check_files(self, req: dict):
+        for c in req.get("contents") or []:
+            for p in c.get("parts") or []:
+                fd = g(p, "fileData")
+                if fd:
+                    fid = g(fd, "fileUri", default="").rsplit("/", 1)[-1]
+                    f = self.files.get(fid)
+                    if f is None or f["meta"]["state"] != "ACTIVE":
+                        return f"file {fid} is not ACTIVE"
+        return None
+
+    def route(self, h, method: str, raw: bytes, rec: dict):
+        u = urlparse(h.path)
+        path = u.path
+        if method == "POST" and path.startswith("/v1/models/") and path.endswith(":generateContent"):
+            if not (h.headers.get("x-goog-api-key") or "key" in parse_qs(u.query)):
+                return h.send(401, error_body(401, "UNAUTHENTICATED", "API key missing"))
+            bad = self._check_files(rec["json"] or {})
+            if bad:
+                return h.send(400, error_body(400, "FAILED_PRECONDITION", bad))
+            return self.serve_scripted(h, rec["json"] or {}, self._ok)
+        if method == "POST" and path == "/upload/v1/files":
+            q = parse_qs(u.query)
+            cmd = (h.headers.get("X-Goog-Upload-Command") or "").lower()
+            if "upload_id" not in q and "start" in cmd:
+                self._ids += 1
+                uid = f"u{self._ids}"
+                meta = g(rec["json"] or {}, "file") or {}
+                self.uploads[uid] = {"data": bytearray(), "meta": meta,
+                                     "size": int(h.headers.get("X-Goog-Upload-Header-Content-Length") or 0)}
+                return h.send(200, {}, {"X-Goog-Upload-URL": f"{self.url}/upload/v1/files?upload_id={uid}",
+                                        "X-Goog-Upload-Status": "active"})
+            uid = q.get("upload_id", [""])[0]
+            up = self.uploads.get(uid)
+            if up is None:
+                return h.send(404, error_body(404, "NOT_FOUND", "no such upload"))
+            if int(h.headers.get("X-Goog-Upload-Offset") or 0) != len(up["data"]):
+                return h.send(400, error_body(400, "INVALID_ARGUMENT", "bad offset"))
+            up["data"] += raw
+            if "finalize" not in cmd:
+                return h.send(200, {}, {"X-Goog-Upload-Status": "active"})
+            fid = f"f{uid}"
+            meta = {"name": f"files/{fid}", "uri": f"{self.url}/v1/files/{fid}",
+                    "mimeType": g(up["meta"], "mimeType", default="video/mp4"), "sizeBytes": str(len(up["data"])),
+                    "state": "PROCESSING", "displayName": g(up["meta"], "displayName", default="")}
+            self.files[fid] = {"data": bytes(up["data"]), "polls": 0, "meta": meta}
+            return h.send(200, {"file": meta}, {"X-Goog-Upload-Status": "final"})
+        if path.startswith("/v1/files/"):
+            fid = path.rsplit("/", 1)[-1]
+            f = self.files.get(fid)
+            if f is None:
+                return h.send(404, error_body(404, "NOT_FOUND", f"file {fid} not found"))
+            if method == "GET":
+                f["polls"] += 1
+                if f["polls"] > self.processing_polls:
+                    f["meta"]["state"] = "ACTIVE"
+                return h.send(200, f["meta"])
+            if method == "DELETE":
+                self.files.pop(fid)
+                self.deleted.append(fid)
+                return h.send(200, {})
+        return h.send(404, error_body(404, "NOT_FOUND", f"{method} {path}"))
+
+
+if __name__ == "__main__":  # a manual check: python tests/gemini_server.py
+    s = GeminiServer()
+    print("Gemini test server at", s.url, "(Ctrl+C stops)")
+    try:
+        s.thread.join()
+    except KeyboardInterrupt:
+        s.close()
