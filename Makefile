@@ -19,5 +19,9 @@ bench: setup
 screenshots: setup
 	xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python -m mikupal_gui.take_screenshots docs/screenshots
 
+package: setup
+	.venv/bin/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller packaging/mikupal.spec
+	dist/mikupal/mikupal --version
+
 clean:
 	rm -rf .venv build dist *.egg-info demo-project
