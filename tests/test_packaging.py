@@ -35,6 +35,11 @@ def test_frozen_app_prints_version(tmp_path):
                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"mikupal {pipeline.__version__}"
+    # It is the real CLI: it creates and reads a project.
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    subprocess.run([str(exe), "init", str(tmp_path / "p")], check=True, capture_output=True, timeout=120, env=env)
+    st = subprocess.run([str(exe), "status", str(tmp_path / "p"), "--json"], capture_output=True, text=True, timeout=120, env=env)
+    assert st.returncode == 0 and '"videos": 0' in st.stdout
     # The bundled resources travel with the app (taxonomy and prompts are data files).
     assert (tmp_path / "dist" / "mikupal" / "_internal" / "resources" / "taxonomy").is_dir()
     shutil.rmtree(tmp_path / "build", ignore_errors=True)
