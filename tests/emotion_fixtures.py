@@ -1,0 +1,108 @@
+"""Helpers for the emotion tests: a project with the demo video and its utterances as segments,
+and a small driver loop that runs the emotion stage's prepare/process/commit like the runner."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import store
+from pipeline.ingest import add_videos
+from pipeline.project import Project
+
+API_KEY = "AIzaSy-TEST-KEY-must-never-leak-0123456789"
+
+
+def project_with_segments(project: Project, demo_clip, statuses=None) -> list[int]:
+    """Add the demo video; one segment per cue, speaker box = the speaking face."""
+    db = project.db()
+    add_videos(db, [demo_clip.path])
+    vid = db.conn.execute("SELECT id FROM videos").fetchone()[0]
+    box = demo_clip.face_boxes[demo_clip.speaker_side]
+    ids = []
+    with store.transaction(db) as conn:
+        for i, (a, b, text) in enumerate(demo_clip.cues):
+            st = (statuses or {}).get(i, "ok")
+            cur = conn.execute("INSERT INTO segments (video_id, start_s, end_s, text, language, speaker_bbox_json, status)"
+                               " VALUES (?,?,?,?,?,?,?)", (vid, a, b, text, "en", json.dumps(list(box)), st))
+            ids.append(int(cur.lastrowid))
+    db.conn.close()
+    return ids
+
+
+def set_cfg(project: Project, **kw) -> None:
+    """set_cfg(project, emotion__backend="gemini", clips__inline_max_mb=0.001)"""
+    for k, v in kw.items():
+        sec, key = k.split("__")
+        project.config[sec][key] = v
+
+
+def run_emotion(project: Project, threads: int = 1):
+    """Driver loop: pending -> prepare -> process (optionally from threads) -> commit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.emotion.stage import EmotionStage
+    from pipeline.stage import StageError
+
+    stage = EmotionStage(project)
+    db = project.db()
+    items = stage.pending(db)
+    tasks = [stage.prepare(db, it) for it in items]
+    failures = []
+    try:
+        with ThreadPoolExecutor(max(1, threads)) as ex:
+            futs = [(t, ex.submit(stage.process, t)) for t in tasks]
+            for t, f in futs:
+                try:
+                    stage.commit(db, t, f.result())
+                except StageError as e:
+                    failures.append(str(e))
+                    store.record_error(db, "emotion", str(e), segment_id=t["segment_id"], video_id=t["video_id"])
+    finally:
+        stage.close()
+    return stage, db, failures
+
+
+def annotations(db) -> list[dict]:
+    return store.rows(db, "SELECT * FROM annotations ORDER BY segment_id, run_index")
+
+
+def errors(db) -> list[dict]:
+    return store.rows(db, "SELECT * FROM errors WHERE stage='emotion' ORDER BY id")
+
+
+def db_bytes(project: Project) -> bytes:
+    """The database file plus its WAL, as stored on disk."""
+    out = b""
+    for suffix in ("", "-wal", "-shm"):
+        p = Path(str(project.db_path) + suffix)
+        if p.exists():
+            out += p.read_bytes()
+    return out
+
+
+def espeak_wav(text: str, out: Path, *, amplitude: int, speed: int, pitch: int) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    subprocess.run(["espeak-ng", "-a", str(amplitude), "-s", str(speed), "-p", str(pitch), "-w", str(out), text],
+                   check=True, capture_output=True)
+    x, sr = sf.read(str(out), dtype="float32")
+    return x, sr
+
+
+def env_for_gemini(monkeypatch, url: str) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.setenv("MIKUPAL_GEMINI_BASE_URL", url)
+
+
+def assert_no_key(project: Project, *texts: str) -> None:
+    assert API_KEY.encode() not in db_bytes(project), "the API key reached project.db"
+    for t in texts:
+        assert API_KEY not in (t or ""), "the API key reached a message/log"
+    for p in Path(project.root).rglob("*"):
+        if p.is_file() and p.suffix in (".log", ".json", ".jsonl", ".txt"):
+            assert API_KEY not in p.read_text(errors="ignore"), f"the API key reached {p}"

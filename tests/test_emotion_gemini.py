@@ -1,0 +1,242 @@
+"""The emotion stage with the Gemini backend: the real google-genai client against a local
+server that speaks the Gemini REST protocol (tests/gemini_server.py)."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from emotion_fixtures import (API_KEY, annotations, assert_no_key, env_for_gemini, errors,  # noqa: E402
+                              project_with_segments, run_emotion, set_cfg)
+from gemini_server import GeminiServer, Reply, g  # noqa: E402
+
+from pipeline.taxonomy import load_label_set  # noqa: E402
+
+COWEN = load_label_set("cowen26").names
+
+
+@pytest.fixture()
+def server():
+    s = GeminiServer(processing_polls=2)
+    yield s
+    s.close()
+
+
+@pytest.fixture()
+def gproject(project, demo_clip, server, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    env_for_gemini(monkeypatch, server.url)
+    project.seg_ids = project_with_segments(project, demo_clip, statuses={3: "no_face"})
+    set_cfg(project, emotion__backend="gemini", emotion__model="gemini-test-flash", emotion__backoff_s=0.01,
+            emotion__max_backoff_s=0.05, emotion__timeout_s=2.0, emotion__max_retries=6)
+    return project
+
+
+def gen_requests(server):
+    return [r for r in server.requests if r["path"].endswith(":generateContent")]
+
+
+def test_success_stores_full_answer(gproject, server, caplog):
+    stage, db, failures = run_emotion(gproject)
+    rows = annotations(db)
+    kept = gproject.seg_ids[:3]  # the 4th has status no_face ([segments] drop_statuses)
+    assert failures == [] and [r["segment_id"] for r in rows] == kept
+    assert len(gen_requests(server)) == 3
+    for r in rows:
+        emo = json.loads(r["intensities_json"])
+        assert list(emo) == COWEN and all(0 <= v <= 1 for v in emo.values())
+        assert r["primary_emotion"] in COWEN and emo[r["primary_emotion"]] == 0.8
+        assert r["backend"] == "gemini" and r["model"] == "gemini-test-flash" and r["label_set"] == "cowen26"
+        assert r["prompt_sha"] == stage.prompt.sha and r["rationale"] and r["visual_analysis"]
+        assert json.loads(r["raw_response"])["candidates"][0]["content"]["parts"][0]["text"]
+        assert r["input_tokens"] > 300 and r["output_tokens"] > 0 and r["cost_usd"] > 0
+        assert r["clip_sha"] and (Path(gproject.root) / "cache" / "clips" / f"{r['clip_sha']}.mp4").exists()
+    seg = db.conn.execute("SELECT clip_sha, clip_path FROM segments WHERE id=?", (kept[0],)).fetchone()
+    assert seg[0] == rows[0]["clip_sha"] and seg[1].startswith("cache/clips/")
+    # What went over the wire: system prompt with every category, clip inline, schema, fixed sampling.
+    body = gen_requests(server)[0]["json"]
+    system = body["systemInstruction"]["parts"][0]["text"]
+    assert all(f"- {n}:" in system for n in COWEN)
+    parts = body["contents"][0]["parts"]
+    assert g(g(parts[0], "inlineData"), "mimeType") == "video/mp4" and "Transcript" in parts[1]["text"]
+    gc = body["generationConfig"]
+    assert gc["temperature"] == 0.0 and gc["seed"] == 1234 and gc["responseMimeType"] == "application/json"
+    assert sorted(gc["responseSchema"]["properties"]["emotions"]["properties"]) == sorted(COWEN)
+    assert gen_requests(server)[0]["headers"].get("x-goog-api-key") == API_KEY  # sent as a header only
+    assert_no_key(gproject, caplog.text)
+    # Resume: nothing left to do, and re-committing the same result stores no duplicate.
+    assert stage.pending(db) == []
+
+
+def test_commit_is_idempotent(gproject, server):
+    from pipeline.emotion.stage import EmotionStage
+
+    stage = EmotionStage(gproject)
+    db = gproject.db()
+    task = stage.prepare(db, stage.pending(db)[0])
+    result = stage.process(task)
+    stage.close()
+    stage.commit(db, task, result)
+    stage.commit(db, task, result)
+    assert len(annotations(db)) == 1
+
+
+def test_rate_limit_and_unavailable_storm_then_success(gproject, server, caplog):
+    server.script += [Reply(429)] * 3 + [Reply(503), Reply(500), Reply(502)]
+    stage, db, failures = run_emotion(gproject)
+    assert failures == [] and len(annotations(db)) == 3
+    assert len(gen_requests(server)) == 3 + 6
+    assert "retry" in caplog.text
+
+
+def test_retry_after_is_honoured(gproject, server):
+    set_cfg(gproject, emotion__backoff_s=0.001, emotion__max_backoff_s=0.002)
+    server.script += [Reply(429, headers={"Retry-After": "1"})]
+    import time
+
+    stamps = []
+    orig = server.serve_scripted
+
+    def stamped(h, req, make_ok):
+        stamps.append(time.monotonic())
+        return orig(h, req, make_ok)
+
+    server.serve_scripted = stamped
+    stage, db, failures = run_emotion(gproject)
+    assert failures == [] and len(annotations(db)) == 3
+    # Our own backoff would wait ~1 ms; the server asked for 1 s and got at least that.
+    assert stamps[1] - stamps[0] >= 0.95
+
+
+def test_timeouts_are_retried(gproject, server):
+    set_cfg(gproject, emotion__timeout_s=0.5)
+    server.script += [Reply(delay_s=1.5), Reply(delay_s=1.5)]
+    stage, db, failures = run_emotion(gproject)
+    assert failures == [] and len(annotations(db)) == 3
+    assert len(gen_requests(server)) == 5
+
+
+def test_exhausted_retries_give_one_clear_line(gproject, server, caplog):
+    set_cfg(gproject, emotion__max_retries=2)
+    server.script += [Reply(503)] * 3
+    stage, db, failures = run_emotion(gproject)
+    assert len(failures) == 1 and len(annotations(db)) == 2
+    msg = failures[0]
+    assert "\n" not in msg and "segment" in msg and "after 2 retries" in msg and "503" in msg
+    assert_no_key(gproject, msg, caplog.text)
+
+
+def test_safety_blocked_empty_candidate_is_an_error_row(gproject, server, caplog):
+    server.script += [Reply(body={"candidates": [{"finishReason": "SAFETY", "index": 0,
+                                                  "safetyRatings": [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT",
+                                                                     "probability": "HIGH", "blocked": True}]}],
+                                  "usageMetadata": {"promptTokenCount": 400}})]
+    stage, db, failures = run_emotion(gproject)
+    errs = errors(db)
+    assert failures == [] and len(annotations(db)) == 2 and len(errs) == 1
+    assert "safety filter (SAFETY)" in errs[0]["message"] and errs[0]["segment_id"] == gproject.seg_ids[0]
+    assert "HARM_CATEGORY_DANGEROUS_CONTENT" in errs[0]["detail"]
+    assert len(gen_requests(server)) == 3  # a block is not retried
+    # The next run retries the blocked segment only.
+    stage2, db2, _ = run_emotion(gproject)
+    assert len(annotations(db2)) == 3 and len(gen_requests(server)) == 4
+
+
+@pytest.mark.parametrize("bad", [
+    "Sure! Here is my analysis: the speaker is happy.",  # not JSON
+    json.dumps({"visual_analysis": "x", "audio_analysis": "y", "text_analysis": "z",
+                "emotions": {"Joy": 1.7}, "primary_emotion": "Joy", "rationale": "r"}),  # wrong schema
+])
+def test_invalid_answer_retried_once_then_error_row(gproject, server, bad):
+    server.script += [Reply(text=bad), Reply(text=bad)]
+    stage, db, failures = run_emotion(gproject)
+    errs = errors(db)
+    assert failures == [] and len(errs) == 1 and len(annotations(db)) == 2
+    assert "invalid answer after one retry" in errs[0]["message"]
+    assert errs[0]["detail"] == bad  # the raw text, for a human to read
+    seeds = [r["json"]["generationConfig"]["seed"] for r in gen_requests(server)[:2]]
+    assert seeds[0] == 1234 and seeds[1] != 1234  # the retry is a new draw
+
+
+def test_invalid_then_valid_is_stored(gproject, server):
+    server.script += [Reply(text="{not json")]
+    stage, db, failures = run_emotion(gproject)
+    assert errors(db) == [] and len(annotations(db)) == 3 and len(gen_requests(server)) == 4
+
+
+def test_large_clip_goes_through_files_api(gproject, server):
+    set_cfg(gproject, clips__inline_max_mb=0.001)
+    stage, db, failures = run_emotion(gproject)
+    assert failures == [] and len(annotations(db)) == 3
+    assert server.count("POST", "/upload/v1/files") == 6  # start + upload/finalize per clip
+    assert server.count("GET", "/v1/files/") >= 3 * 3  # polled until ACTIVE (2 x PROCESSING)
+    assert len(server.deleted) == 3 and server.files == {}  # deleted afterwards
+    parts = gen_requests(server)[0]["json"]["contents"][0]["parts"]
+    assert g(parts[0], "fileData") and not g(parts[0], "inlineData")
+    start = next(r for r in server.requests if r["path"] == "/upload/v1/files")
+    assert start["headers"]["X-Goog-Upload-Protocol"] == "resumable"
+
+
+def test_runs_n_and_never_pay_twice(gproject, server, demo_clip):
+    set_cfg(gproject, emotion__runs=3)
+    stage, db, failures = run_emotion(gproject)
+    rows = annotations(db)
+    assert len(rows) == 9 and sorted({r["run_index"] for r in rows}) == [0, 1, 2]
+    seeds = sorted(r["json"]["generationConfig"]["seed"] for r in gen_requests(server))
+    assert seeds == [1234] * 3 + [1235] * 3 + [1236] * 3
+    n = len(gen_requests(server))
+    # Segments rebuilt with new ids but the same times: same clips, answers copied, nothing paid.
+    first = db.conn.execute("SELECT video_id, start_s, end_s, text, speaker_bbox_json FROM segments WHERE id=?",
+                            (gproject.seg_ids[0],)).fetchone()
+    db.conn.execute("INSERT INTO segments (video_id, start_s, end_s, text, speaker_bbox_json) VALUES (?,?,?,?,?)", first)
+    stage2, db2, failures2 = run_emotion(gproject)
+    rows2 = annotations(db2)
+    assert failures2 == [] and len(rows2) == 12 and len(gen_requests(server)) == n
+    new = [r for r in rows2 if r["segment_id"] not in gproject.seg_ids]
+    old = {r["run_index"]: r for r in rows2 if r["segment_id"] == gproject.seg_ids[0]}
+    for r in new:
+        assert r["cost_usd"] == 0.0 and r["raw_response"] == old[r["run_index"]]["raw_response"]
+        assert r["clip_sha"] == old[r["run_index"]]["clip_sha"]
+
+
+def test_changing_label_set_or_language_changes_prompt_sha(gproject, server):
+    stage, db, _ = run_emotion(gproject)
+    set_cfg(gproject, emotion__label_set="meld7", emotion__language="German")
+    stage2, db2, _ = run_emotion(gproject)
+    rows = annotations(db2)
+    assert len({r["prompt_sha"] for r in rows}) == 2 and {r["label_set"] for r in rows} == {"cowen26", "meld7"}
+    meld = [r for r in rows if r["label_set"] == "meld7"]
+    assert all(set(json.loads(r["intensities_json"])) == set(load_label_set("meld7").names) for r in meld)
+    assert "German" in gen_requests(server)[-1]["json"]["systemInstruction"]["parts"][0]["text"]
+
+
+def test_threads_share_one_concurrency_limit(gproject, server, demo_clip):
+    server.latency_s = 0.3
+    set_cfg(gproject, emotion__concurrency=2, emotion__runs=3)
+    stage, db, failures = run_emotion(gproject, threads=8)
+    assert failures == [] and len(annotations(db)) == 9
+    assert server.max_in_flight == 2
+
+
+def test_api_key_never_leaks(gproject, server, caplog):
+    # A hostile/buggy proxy echoes the key in an error body and in an answer.
+    server.script += [Reply(400, body={"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                                                 "message": f"API key {API_KEY} not valid"}}),
+                      Reply(text=f"key={API_KEY}"), Reply(text=f"key={API_KEY}")]
+    stage, db, failures = run_emotion(gproject)
+    assert len(failures) == 1 and "400" in failures[0] and "***" in failures[0]
+    assert len(errors(db)) == 2  # the 400 and the invalid answer
+    assert_no_key(gproject, *failures, caplog.text, *[e["detail"] or "" for e in errors(db)])
+
+
+def test_missing_key_is_one_clear_line(gproject, monkeypatch):
+    from pipeline.emotion.stage import EmotionStage
+    from pipeline.stage import StageError
+
+    monkeypatch.delenv("GEMINI_API_KEY")
+    with pytest.raises(StageError, match="set GEMINI_API_KEY .* or run with --backend baseline"):
+        EmotionStage(gproject).load()
