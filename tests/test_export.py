@@ -11,6 +11,7 @@ import tarfile
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -470,3 +471,51 @@ def test_cli_export_and_usage_errors(proj, tmp_path):
         lines = [x for x in r.output.splitlines() if x.strip()]
         assert len(lines) == 1 and needle in lines[0], r.output
     assert not (tmp_path / "new").exists()
+
+
+def test_clips_are_sample_exact_slices_of_the_source(built, tmp_path):
+    """Vocals already at the export rate pass through unchanged, so every clip must be the
+    exact slice [round(start * rate), round(end * rate)) of that file."""
+    proj0, clips, _ = built
+    copy = tmp_path / "proj"
+    shutil.copytree(proj0.root, copy)
+    from pipeline.project import Project
+
+    proj = Project.open(copy)
+    ramp = (np.arange(fx.SECONDS * SR) % 20011 - 10000).astype(np.int16)  # every sample tells its index
+    db = proj.db()
+    for sha in {c.sha for c in clips if c.video < 2}:
+        vid = db.conn.execute("SELECT id FROM videos WHERE sha256=?", (sha,)).fetchone()[0]
+        info = store.get_stage_state(db, vid, "separate")["info"]
+        export_audio.write_wav(copy / info["vocals_path"], ramp, SR)
+    db.conn.close()
+    out = tmp_path / "ds"
+    export_dataset(proj, out, "jsonl", ExportFilters(), sample_rate=SR)
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    vocal_rows = [r for r in rows if r["audio_source"] == "vocals"]
+    assert len(vocal_rows) == 8
+    for r in vocal_rows:
+        samples, _, _ = fx.read_wav(out / r["audio"])
+        a, b = round(r["start_s"] * SR), round(r["end_s"] * SR)
+        assert np.array_equal(samples, ramp[a:b]), r["id"]
+
+
+def test_a_damaged_source_is_named_without_its_folder(built, tmp_path):
+    proj0, clips, _ = built
+    copy = tmp_path / "proj"
+    shutil.copytree(proj0.root, copy)
+    from pipeline.project import Project
+
+    proj = Project.open(copy)
+    bad = tmp_path / "secret folder" / "broken.mkv"
+    bad.parent.mkdir()
+    bad.write_bytes(b"\x1aE\xdf\xa3 definitely not matroska" * 50)
+    db = proj.db()
+    db.conn.execute("UPDATE videos SET path=? WHERE sha256=?", (str(bad), clips[12].sha))
+    db.conn.close()
+    out = tmp_path / "ds"
+    result = export_dataset(proj, out, "elan", ExportFilters())
+    assert result.n_videos == 3 and len(result.skipped) == 1 and "broken.mkv" in result.skipped[0]
+    assert not list(out.glob(f"*{clips[12].sha[:8]}*"))  # no .eaf or .wav for the broken video
+    for data in all_files(out).values():
+        assert b"secret folder" not in data

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import secrets
-from contextlib import closing
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+import soundfile as sf
 
 from .. import store
 from ..project import Project
@@ -220,51 +221,48 @@ def export_dataset(
 
 
 def _write(proj, db, tmp, fmt, opts, videos, by_video, total, progress):
-    """Cut and write every video's clips; a video whose audio fails is left out and recorded."""
+    """Write every video's clips; a video whose audio cannot be read is left out and recorded."""
     writer = WRITERS[fmt](tmp, opts)
+    scratch = tmp / ".scratch"  # inside tmp: removed with it on failure
+    scratch.mkdir()
     written: list[dict] = []
     skipped: list[str] = []
     for sha in sorted(by_video):
         recs, video = by_video[sha], videos[sha]
-        before = len(written)
         try:
             source = audio_mod.resolve_source(proj, db, video, opts.audio)
             for rec in recs:
                 rec["audio_source"] = source.kind
                 rec["sample_rate"] = opts.sample_rate
                 rec["audio"] = writer.audio_path(rec)
-            # closing(): once the last clip is out, stop decoding and release the file
-            with closing(audio_mod.decode(source.path, opts.sample_rate)) as chunks:
-                if writer.clip_based:
-                    _write_clips(db, writer, video, recs, chunks, opts.sample_rate, written, skipped,
-                                 lambda key: progress and progress(len(written), total, key))
-                else:
-                    writer.add_video(recs[0]["_folder"], source.kind, recs, chunks)
-                    written.extend(recs)
-                    if progress:
-                        progress(len(written), total, recs[0]["_folder"])
+            if writer.clip_based:
+                wav = scratch / "source.wav"
+                audio_mod.render(source.path, wav, opts.sample_rate)
+                with sf.SoundFile(str(wav)) as f:
+                    for rec in recs:
+                        a, b = round(rec["start_s"] * opts.sample_rate), round(rec["end_s"] * opts.sample_rate)
+                        samples = audio_mod.read_span(f, a, b)
+                        if len(samples) == 0:
+                            msg = f"clip {rec['id']}: starts after the end of the audio of video {sha[:12]}; left out"
+                            skipped.append(msg)
+                            store.record_error(db, "export", msg, video_id=video["id"])
+                            continue
+                        writer.add(rec, samples)
+                        written.append(rec)
+                        if progress:
+                            progress(len(written), total, rec["id"])
+                wav.unlink()
+            else:
+                writer.add_video(recs[0]["_folder"], source.kind, recs, source.path)
+                written.extend(recs)
+                if progress:
+                    progress(len(written), total, recs[0]["_folder"])
         except audio_mod.SourceError as e:
-            # clips cut before a damaged stretch are sound and stay; the rest are left out
-            kept = {r["id"] for r in written[before:]}
-            lost = [r for r in recs if r["id"] not in kept]
-            skipped.append(f"{len(lost)} clips of video {sha[:12]}: {e}")
+            skipped.append(f"{len(recs)} clips of video {sha[:12]}: {e}")
             store.record_error(db, "export", str(e), video_id=video["id"])
     writer.finish()
+    shutil.rmtree(scratch)
     return written, skipped
-
-
-def _write_clips(db, writer, video, recs, chunks, sample_rate, written, skipped, tick) -> None:
-    spans = [(r["id"], round(r["start_s"] * sample_rate), round(r["end_s"] * sample_rate)) for r in recs]
-    by_id = {r["id"]: r for r in recs}
-    for key, samples in audio_mod.cut_clips(chunks, spans):
-        if len(samples) == 0:
-            msg = f"clip {key}: starts after the end of the audio of video {video['sha256'][:12]}; left out"
-            skipped.append(msg)
-            store.record_error(db, "export", msg, video_id=video["id"])
-            continue
-        writer.add(by_id[key], samples)
-        written.append(by_id[key])
-        tick(key)
 
 
 def _result(out, fmt, written, skipped, manifest_sha) -> ExportResult:

@@ -10,7 +10,6 @@ import re
 import tarfile
 import unicodedata
 from pathlib import Path
-from typing import Iterable
 from xml.etree import ElementTree as ET
 
 import numpy as np
@@ -59,7 +58,7 @@ class Writer:
     def add(self, rec: dict, samples: np.ndarray) -> None:
         raise NotImplementedError
 
-    def add_video(self, folder: str, source_kind: str, recs: list[dict], chunks: Iterable[np.ndarray]) -> None:
+    def add_video(self, folder: str, source_kind: str, recs: list[dict], source: Path) -> None:
         raise NotImplementedError
 
     def finish(self) -> None:
@@ -209,12 +208,8 @@ class ElanWriter(Writer):
     def audio_path(self, rec):
         return f"{rec['_folder']}.wav"
 
-    def add_video(self, folder, source_kind, recs, chunks):
-        try:
-            self._wav(f"{folder}.wav", chunks)
-        except audio_mod.SourceError:
-            (self.root / f"{folder}.wav").unlink(missing_ok=True)  # no EAF without its audio
-            raise
+    def add_video(self, folder, source_kind, recs, source):
+        audio_mod.render(source, self.root / f"{folder}.wav", self.opts.sample_rate)
         xml = eaf_document(f"{folder}.wav", recs)
         (self.root / f"{folder}.eaf").write_bytes(xml)
         self.records.extend(recs)
