@@ -76,14 +76,14 @@ def make_video(path: Path, k: int) -> None:
     out.close()
 
 
-def write_vocals(path: Path) -> None:
-    rate = 44100
+def write_vocals(path: Path, rate: int) -> None:
+    """Mono 16-bit WAV like the separate stage's vocals44k/vocals16k."""
     pcm = tone(vocals_freq, rate, SECONDS)
     with wave.open(str(path), "wb") as w:
-        w.setnchannels(2)
+        w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
-        w.writeframes(np.repeat(pcm, 2).astype("<i2").tobytes())
+        w.writeframes(pcm.astype("<i2").tobytes())
 
 
 @dataclass
@@ -128,11 +128,17 @@ def build(root: Path, videos_dir: Path) -> tuple[Project, list[Clip]]:
         for k, name in enumerate(VIDEO_NAMES):
             vid = vids[name]
             sha = conn.execute("SELECT sha256 FROM videos WHERE id=?", (vid,)).fetchone()[0]
-            if k < 2:  # the first two videos have separated vocals in the cache
-                vp = proj.stage_cache("separate") / f"{sha[:16]}.wav"
-                write_vocals(vp)
-                store.set_stage_state(db, vid, "separate", "done", cache_key="k",
-                                      info={"vocals_path": str(vp.relative_to(proj.root))})
+            if k < 2:  # the first two videos have separated vocals, laid out as the separate stage does
+                d = proj.stage_cache("separate") / f"{sha[:16]}-testkey0"
+                d.mkdir()
+                write_vocals(d / "vocals44k.wav", 44100)
+                write_vocals(d / "vocals16k.wav", 16000)
+                store.set_stage_state(db, vid, "separate", "done", cache_key="testkey0",
+                                      info={"model": "tiny-mdx.onnx", "vocals44k": str(d / "vocals44k.wav"),
+                                            "vocals16k": str(d / "vocals16k.wav")})
+            elif k == 2:  # separation ran with model "none": its "vocals" are the mix
+                store.set_stage_state(db, vid, "separate", "done", cache_key="none",
+                                      info={"model": "none", "vocals44k": None, "vocals16k": str(videos_dir / name)})
             for s in range(SECONDS):
                 start, end = s + 0.05, s + 0.65 + 0.1 * s
                 emotion = EMOTIONS[s]

@@ -113,6 +113,10 @@ def test_jsonl_manifest_and_clips_round_trip(proj, clips, built, tmp_path):
 
 def test_mix_option_cuts_from_the_original_audio(proj, clips, tmp_path):
     out = tmp_path / "ds"
+    export_dataset(proj, tmp_path / "vocals16k", "jsonl", ExportFilters(emotions=("Joy",)), sample_rate=16000)
+    rows = [json.loads(x) for x in (tmp_path / "vocals16k" / "manifest.jsonl").read_text().splitlines()]
+    # videos 0 and 1 have vocals; video 2's separation ran with model "none", which is the mix
+    assert [r["audio_source"] for r in rows] == ["vocals" if clip_for(clips, r).video < 2 else "mix" for r in rows]
     export_dataset(proj, out, "jsonl", ExportFilters(emotions=("Joy",)), audio="mix", sample_rate=16000)
     rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(rows) == 4
@@ -410,12 +414,25 @@ def test_a_video_without_readable_audio_is_left_out_and_recorded(built, tmp_path
 
     proj = Project.open(copy)
     gone = clips[12].sha  # video 3 has no vocals; point it at a missing file
+    moved = clips[8].sha  # video 2 also moved, but its extracted mix is still in the cache
+    from pipeline.audio.stages import audio_paths
+
+    cached = audio_paths(proj, moved)["mix44k"]
+    cached.parent.mkdir(parents=True)
+    export_audio.write_wav(cached, fx.tone(fx.mix_freq, 44100, fx.SECONDS), 44100)
     db = proj.db()
     db.conn.execute("UPDATE videos SET path=? WHERE sha256=?", (str(tmp_path / "moved.mkv"), gone))
+    db.conn.execute("UPDATE videos SET path=? WHERE sha256=?", (str(tmp_path / "moved2.mkv"), moved))
     db.conn.close()
     out = tmp_path / "ds"
     result = export_dataset(proj, out, "jsonl", ExportFilters())
     assert result.n_items == 12 and result.n_videos == 3
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    from_cache = [r for r in rows if r["source_video"] == moved]
+    assert len(from_cache) == 4 and {r["audio_source"] for r in from_cache} == {"mix"}
+    for r in from_cache:
+        samples, rate, _ = fx.read_wav(out / r["audio"])
+        check_audio(samples, rate, r, clip_for(clips, r))
     assert len(result.skipped) == 1 and gone[:12] in result.skipped[0] and "missing" in result.skipped[0]
     assert "Left out while exporting" in (out / "README.md").read_text()
     db = proj.db()
@@ -487,7 +504,10 @@ def test_clips_are_sample_exact_slices_of_the_source(built, tmp_path):
     for sha in {c.sha for c in clips if c.video < 2}:
         vid = db.conn.execute("SELECT id FROM videos WHERE sha256=?", (sha,)).fetchone()[0]
         info = store.get_stage_state(db, vid, "separate")["info"]
-        export_audio.write_wav(copy / info["vocals_path"], ramp, SR)
+        assert str(proj0.root) in info["vocals44k"]  # the stage stores absolute cache paths
+        export_audio.write_wav(Path(info["vocals44k"].replace(str(proj0.root), str(copy))), ramp, SR)
+        store.set_stage_state(db, vid, "separate", "done",
+                              info={k: v.replace(str(proj0.root), str(copy)) for k, v in info.items()})
     db.conn.close()
     out = tmp_path / "ds"
     export_dataset(proj, out, "jsonl", ExportFilters(), sample_rate=SR)

@@ -24,40 +24,38 @@ class AudioSource:
     kind: str  # "vocals" or "mix"
 
 
-# Keys under which the separate stage may record its vocals file in stage_state.info.
-_VOCALS_KEYS = ("vocals_path", "vocals", "path")
-
-
-def _vocals_path(project, info: dict) -> Path | None:
-    for key in _VOCALS_KEYS:
-        val = info.get(key)
-        if isinstance(val, str) and val:
-            p = Path(val)
-            if not p.is_absolute():
-                # relative paths are relative to the project root, or to the stage cache
-                for base in (project.root, project.cache_dir / "separate"):
-                    if (base / p).is_file():
-                        return base / p
-                return None
-            return p if p.is_file() else None
-    return None
-
-
-def resolve_source(project, db, video: dict, prefer: str) -> AudioSource:
-    """Vocals when asked for and present, else the original video's audio track."""
-    if prefer == "vocals":
-        st = store.get_stage_state(db, video["id"], "separate")
-        if st is not None and st["status"] == "done":
-            p = _vocals_path(project, st["info"])
-            if p is not None:
-                return AudioSource(p, "vocals")
-    p = Path(video["path"])
+def _existing(project, value) -> Path | None:
+    if not isinstance(value, str) or not value:
+        return None
+    p = Path(value)
     if not p.is_absolute():
         p = project.root / p
-    if not p.is_file():
-        raise SourceError(f"video {video['sha256'][:12]} ({Path(video['path']).name}): source file is missing and "
-                          "no separated vocals are cached; restore the file or run the separate stage")
-    return AudioSource(p, "mix")
+    return p if p.is_file() else None
+
+
+def resolve_source(project, db, video: dict, prefer: str, sample_rate: int) -> AudioSource:
+    """Separated vocals when asked for and present (the separate stage's vocals44k/vocals16k
+    in stage_state.info), else the original video, else its extracted mix in the cache."""
+    by_rate = ("44k", "16k") if sample_rate > 16000 else ("16k", "44k")
+    if prefer == "vocals":
+        st = store.get_stage_state(db, video["id"], "separate")
+        # separate.model = "none" passes the mix through: that is not vocals
+        if st is not None and st["status"] == "done" and st["info"].get("model") != "none":
+            for suffix in by_rate:
+                p = _existing(project, st["info"].get(f"vocals{suffix}"))
+                if p is not None:
+                    return AudioSource(p, "vocals")
+    p = _existing(project, video["path"])
+    if p is not None:
+        return AudioSource(p, "mix")
+    from ..audio.stages import audio_paths  # the audio stages' cache layout
+
+    cached = audio_paths(project, video["sha256"])
+    for suffix in by_rate:
+        if cached[f"mix{suffix}"].is_file():
+            return AudioSource(cached[f"mix{suffix}"], "mix")
+    raise SourceError(f"video {video['sha256'][:12]} ({Path(video['path']).name}): source file is missing and "
+                      "no separated or extracted audio is cached; restore the file or re-add it")
 
 
 def render(source: Path, dest: Path, sample_rate: int) -> int:

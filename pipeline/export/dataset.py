@@ -230,7 +230,7 @@ def _write(proj, db, tmp, fmt, opts, videos, by_video, total, progress):
     for sha in sorted(by_video):
         recs, video = by_video[sha], videos[sha]
         try:
-            source = audio_mod.resolve_source(proj, db, video, opts.audio)
+            source = audio_mod.resolve_source(proj, db, video, opts.audio, opts.sample_rate)
             for rec in recs:
                 rec["audio_source"] = source.kind
                 rec["sample_rate"] = opts.sample_rate
