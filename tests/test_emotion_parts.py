@@ -1,0 +1,178 @@
+"""Prompt rendering, answer validation, clip packaging and request pacing."""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import av
+import pytest
+
+from pipeline.emotion.clips import ClipSpec, cut_clip, parse_bbox
+from pipeline.emotion.prompt import build_prompt
+from pipeline.emotion.ratelimit import RateLimiter, RetryPolicy, TransientError, parse_retry_after, with_retries
+from pipeline.emotion.redact import scrub
+from pipeline.emotion.schema import InvalidAnswer, json_schema, parse_answer
+from pipeline.taxonomy import load_label_set
+
+COWEN = load_label_set("cowen26")
+
+
+def good(ls=COWEN, **over):
+    d = {"visual_analysis": "smiles", "audio_analysis": "bright", "text_analysis": "kind words",
+         "emotions": {n: 0.0 for n in ls.names} | {ls.names[0]: 0.7}, "primary_emotion": ls.names[0], "rationale": "r"}
+    d.update(over)
+    return json.dumps(d)
+
+
+def test_prompt_has_three_parts_and_every_category():
+    p = build_prompt("cowen26", "English")
+    i1, i2, i3 = (p.system.index(f"## Part {k}.") for k in (1, 2, 3))
+    assert i1 < i2 < i3
+    for c in COWEN.categories:
+        assert f"- {c.name}: {c.description}" in p.system[i2:i3]
+    assert "Write the three analyses and the rationale in English." in p.system
+    assert p.user_text('He said "no"  twice').startswith("Transcript") and '"no"' not in p.user_text('"no"')
+
+
+def test_prompt_sha_is_content_versioned(tmp_path):
+    a, b = build_prompt("cowen26", "English"), build_prompt("cowen26", "English")
+    assert a.sha == b.sha and len(a.sha) == 16
+    assert build_prompt("meld7", "English").sha != a.sha
+    assert build_prompt("cowen26", "Japanese").sha != a.sha
+    from pipeline.emotion import prompt as P
+
+    for name in (P.SYSTEM_TEMPLATE, P.USER_TEMPLATE):
+        (tmp_path / name).write_text((P.PROMPTS_DIR / name).read_text())
+    assert build_prompt("cowen26", "English", tmp_path).sha == a.sha
+    (tmp_path / P.SYSTEM_TEMPLATE).write_text((P.PROMPTS_DIR / P.SYSTEM_TEMPLATE).read_text() + "\nBe brief.")
+    assert build_prompt("cowen26", "English", tmp_path).sha != a.sha
+
+
+def test_parse_answer_accepts_valid_and_normalises_names():
+    ls = load_label_set("meld7")
+    raw = json.loads(good(ls))
+    raw["emotions"] = {k.upper(): v for k, v in raw["emotions"].items()}
+    raw["primary_emotion"] = "ANGER"
+    a = parse_answer(json.dumps(raw), ls)
+    assert list(a.emotions) == ls.names and a.primary_emotion == "anger"
+    assert parse_answer("```json\n" + good() + "\n```", COWEN).primary_emotion == "Admiration"
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("", "empty"), ("happy!", "not JSON"), ("[1, 2]", "JSON object"),
+    (good(rationale=None), "rationale must be a string"),
+    (json.dumps({"emotions": {}}), "missing field"),
+    (good(emotions={"Joy": 0.5}), "lacks 25 categories"),
+    (good(emotions={n: 0.1 for n in COWEN.names} | {"Happiness": 0.3}), "unknown category 'Happiness'"),
+    (good(emotions={n: 0.1 for n in COWEN.names} | {"Joy": 1.5}), "not a number in \\[0, 1\\]"),
+    (good(emotions={n: 0.1 for n in COWEN.names} | {"Joy": "high"}), "not a number"),
+    (good(primary_emotion="Happiness"), "primary_emotion 'Happiness' is not in label set cowen26"),
+])
+def test_parse_answer_rejects_with_reason(text, reason):
+    with pytest.raises(InvalidAnswer, match=reason):
+        parse_answer(text, COWEN)
+
+
+def test_json_schema_lists_every_category():
+    s = json_schema(COWEN)
+    assert s["properties"]["emotions"]["required"] == COWEN.names
+    assert s["properties"]["primary_emotion"]["enum"] == COWEN.names
+
+
+def test_clip_speaker_crop_full_frame_and_content_hash(demo_clip, tmp_path):
+    a, b, _ = demo_clip.cues[0]
+    box = demo_clip.face_boxes[demo_clip.speaker_side]
+    spk = cut_clip(ClipSpec(str(demo_clip.path), "v", a, b, bbox=box, crop="speaker", height=360, fps=5), tmp_path)
+    full = cut_clip(ClipSpec(str(demo_clip.path), "v", a, b, bbox=box, crop="full", height=180, fps=5), tmp_path)
+    nobox = cut_clip(ClipSpec(str(demo_clip.path), "v", a, b, bbox=None, crop="speaker", height=180, fps=5), tmp_path)
+    assert nobox.sha == full.sha  # no box known: the full frame
+    with av.open(spk.path) as c:
+        v, au = c.streams.video[0], c.streams.audio[0]
+        assert v.codec_context.name == "h264" and au.codec_context.name == "aac"
+        assert v.codec_context.width == v.codec_context.height  # square head-and-shoulders crop
+        frames = sum(1 for _ in c.decode(v))
+    assert abs(frames - round((b - a) * 5)) <= 1
+    with av.open(full.path) as c:
+        assert (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height) == (320, 180)
+    assert spk.path.endswith(f"{spk.sha}.mp4") and abs(spk.duration_s - (b - a)) < 0.01
+    # A re-cut (index lost) gives the same bytes, so answers keyed by clip hash stay valid.
+    for f in (tmp_path / "index").iterdir():
+        f.unlink()
+    again = cut_clip(ClipSpec(str(demo_clip.path), "v", a, b, bbox=box, crop="speaker", height=360, fps=5), tmp_path)
+    assert again.sha == spk.sha
+
+
+def test_parse_bbox_shapes():
+    assert parse_bbox("[1, 2, 30, 40]") == (1, 2, 30, 40)
+    assert parse_bbox(json.dumps({"x1": 1, "y1": 2, "x2": 3, "y2": 4})) == (1, 2, 3, 4)
+    assert parse_bbox(json.dumps({"box": [0, 0, 5, 5]})) == (0, 0, 5, 5)
+    assert parse_bbox(None) is None and parse_bbox("[5, 5, 1, 1]") is None and parse_bbox("junk") is None
+
+
+def test_rate_limiter_paces_requests_and_tokens():
+    now = [0.0]
+    slept = []
+
+    async def run():
+        lim = RateLimiter(rpm=60, tpm=600, clock=lambda: now[0])
+        orig = asyncio.sleep
+
+        async def fake_sleep(d):
+            slept.append(d)
+            now[0] += d
+            await orig(0)
+
+        asyncio.sleep = fake_sleep
+        try:
+            for _ in range(60):
+                await lim.acquire(1)
+            assert slept == []  # a full bucket: one minute's worth goes at once
+            await lim.acquire(1)
+            assert sum(slept) == pytest.approx(1.0, abs=1e-6)  # then one request per second
+            slept.clear()
+            # tokens: 600 - 61 + 10 refilled during the 1 s wait = 549 left; +10 more in the next 1 s
+            await lim.acquire(300)  # fits: 249 left (the request bucket is empty: 1 s)
+            assert sum(slept) == pytest.approx(1.0, abs=1e-6)
+            slept.clear()
+            await lim.acquire(300)  # 559 - 300 = 259 left: 41 short at 10 tokens/s
+            assert sum(slept) == pytest.approx(4.1, rel=0.01)
+        finally:
+            asyncio.sleep = orig
+
+    asyncio.run(run())
+
+
+def test_backoff_grows_with_jitter_and_respects_retry_after():
+    p = RetryPolicy(max_retries=5, backoff_s=1.0, max_backoff_s=8.0)
+    rng = random.Random(0)
+    delays = [p.delay(i, None, rng) for i in range(6)]
+    assert all(0.5 * min(8, 2 ** i) <= d <= min(8, 2 ** i) for i, d in enumerate(delays))
+    assert p.delay(0, 30.0, rng) == 30.0
+    assert parse_retry_after("2.5") == 2.5 and parse_retry_after(None) is None
+    assert 0 <= parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") <= 0.0  # a date in the past: now
+
+
+def test_with_retries_gives_up_after_max_and_passes_other_errors():
+    calls = []
+
+    async def flaky():
+        calls.append(1)
+        raise ConnectionResetError("reset")
+
+    classify = lambda e: TransientError("conn") if isinstance(e, ConnectionError) else None  # noqa: E731
+    with pytest.raises(TransientError):
+        asyncio.run(with_retries(flaky, classify, RetryPolicy(2, 0.001, 0.002)))
+    assert len(calls) == 3
+
+    async def broken():
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        asyncio.run(with_retries(broken, classify, RetryPolicy(2, 0.001, 0.002)))
+
+
+def test_scrub_masks_env_keys(monkeypatch):
+    monkeypatch.setenv("GEMINI_API_KEY", "AIzaSecretValue123")
+    assert scrub("url?key=AIzaSecretValue123&x") == "url?key=***&x"
+    assert scrub(None) == ""
