@@ -539,3 +539,23 @@ def test_a_damaged_source_is_named_without_its_folder(built, tmp_path):
     assert not list(out.glob(f"*{clips[12].sha[:8]}*"))  # no .eaf or .wav for the broken video
     for data in all_files(out).values():
         assert b"secret folder" not in data
+
+
+def test_preview_and_choices_for_the_export_dialog(proj, clips):
+    from pipeline.export import export_choices, preview_export
+
+    ch = export_choices(proj)
+    sets = {(s["backend"], s["model"], s["run_index"]): s["segments"] for s in ch["annotation_sets"]}
+    assert sets == {("gemini", "gemini-2.5-flash", 0): 16, ("gemini", "gemini-2.5-flash", 1): 16, ("baseline", "vader", 0): 4}
+    assert set(ch["emotions"]) == {"Joy", "Anger", "Sadness", "Fear", "Boredom", "Calmness"}
+    assert ch["languages"] == ["en", "ja"]
+    pv = preview_export(proj, ExportFilters(accepted_only=True, min_snr=5))
+    want = [c for c in clips if c.accepted and c.snr >= 5]
+    assert pv["clips"] == len(want) and pv["videos"] == len({c.sha for c in want})
+    assert pv["hours"] == pytest.approx(sum(c.end_s - c.start_s for c in want) / 3600)
+    assert [name for name, _ in pv["steps"]][-2:] == ["--min-snr 5", "--accepted-only"]
+
+
+def test_a_misspelt_emotion_is_a_usage_error(proj, tmp_path):
+    with pytest.raises(ExportError, match=r"--emotions: Joyy not in label set cowen26; choose from Admiration"):
+        export_dataset(proj, tmp_path / "ds", "jsonl", ExportFilters(emotions=("Joyy", "anger")))

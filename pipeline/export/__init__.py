@@ -1,8 +1,8 @@
 """Dataset export: curated subsets of the reviewed labels as jsonl, Hugging Face audiofolder,
 WebDataset shards, Fish-Speech lab folders or ELAN files (see `mikupal export --help`)."""
-from .dataset import ExportOptions, ExportResult, export_dataset
+from .dataset import ExportOptions, ExportResult, export_choices, export_dataset, preview_export
 from .formats import FORMATS
 from .select import ExportError, ExportFilters, assign_splits, select
 
 __all__ = ["FORMATS", "ExportError", "ExportFilters", "ExportOptions", "ExportResult", "assign_splits",
-           "export_dataset", "select"]
+           "export_choices", "export_dataset", "preview_export", "select"]

@@ -20,7 +20,7 @@ from ..project import Project
 from . import audio as audio_mod
 from .card import readme, write_sha256sums
 from .formats import FORMATS, WRITERS, check_lab_template, dumps, video_folder
-from .select import SPLIT_NAMES, ExportError, ExportFilters, assign_splits, normalise_splits, select
+from .select import SPLIT_NAMES, ExportError, ExportFilters, assign_splits, choices, normalise_splits, select
 
 Progress = Callable[[int, int, str], None]
 
@@ -163,13 +163,13 @@ def export_dataset(
     Raises ExportError (one line) for bad options, a non-empty OUT without `force`, or an
     empty selection (naming the filter that emptied it).
     """
-    proj = project if isinstance(project, Project) else Project.open(project)
+    proj = _open(project)
     filters = filters or ExportFilters()
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     opts = _options(proj.config, audio=audio, sample_rate=sample_rate, seed=seed, splits=splits,
                     shard_size_mb=shard_size_mb, lab_template=lab_template)
-    out = Path(out).expanduser().absolute()
+    out = Path(out).expanduser().resolve()
     _check_out(out, proj.root, force)
 
     db = proj.db()
@@ -218,6 +218,39 @@ def export_dataset(
         return result
     finally:
         db.conn.close()
+
+
+def _open(project) -> Project:
+    return project if isinstance(project, Project) else Project.open(project)
+
+
+def export_choices(project: Project | str | Path) -> dict:
+    """Annotation sets (with segment counts), primary emotions and languages present: what the
+    export dialog offers."""
+    db = _open(project).db()
+    try:
+        return choices(db)
+    finally:
+        db.conn.close()
+
+
+def preview_export(project: Project | str | Path, filters: ExportFilters | None = None) -> dict:
+    """What an export with these filters would hold, without cutting audio: clip and video
+    counts, hours, clips per emotion and the clips left after each filter. Raises ExportError
+    like export_dataset (e.g. naming the filter that removes everything)."""
+    proj = _open(project)
+    db = proj.db()
+    try:
+        sel = select(db, filters or ExportFilters(), proj.config)
+    finally:
+        db.conn.close()
+    per_emotion: dict[str, int] = {}
+    for c in sel.clips:
+        per_emotion[c["primary_emotion"]] = per_emotion.get(c["primary_emotion"], 0) + 1
+    return {"clips": len(sel.clips), "videos": len({c["video_sha"] for c in sel.clips}),
+            "hours": sum(c["duration_s"] for c in sel.clips) / 3600,
+            "per_emotion": dict(sorted(per_emotion.items())), "steps": sel.steps,
+            "annotation_sets": sel.annotation_sets}
 
 
 def _write(proj, db, tmp, fmt, opts, videos, by_video, total, progress):

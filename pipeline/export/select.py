@@ -162,6 +162,7 @@ def select(db, f: ExportFilters, cfg: dict) -> Selection:
     if f.min_asd is not None:
         keep(f"--min-asd {f.min_asd:g}", lambda c: c["asd_score"] is not None and c["asd_score"] >= f.min_asd)
     if f.emotions:
+        _check_emotions(f.emotions, label_set)
         wanted = {e.lower() for e in f.emotions}
         keep(f"--emotions {','.join(sorted(wanted))}", lambda c: c["primary_emotion"].lower() in wanted)
     if f.min_intensity is not None:
@@ -181,6 +182,34 @@ def select(db, f: ExportFilters, cfg: dict) -> Selection:
     sets = sorted({(c["backend"], c["model"], c["label_set"], c["prompt_sha"]) for c in clips})
     return Selection(clips=clips, rationality=rationality, steps=steps,
                      annotation_sets=[dict(zip(("backend", "model", "label_set", "prompt_sha"), s)) for s in sets])
+
+
+def _check_emotions(emotions, label_set: str) -> None:
+    """A misspelt emotion is a usage error, not an empty export."""
+    from ..taxonomy import TaxonomyError, load_label_set
+
+    try:
+        names = load_label_set(label_set).names
+    except (TaxonomyError, OSError):
+        return  # a user label-set file that is gone: the filter still works on stored names
+    known = {n.lower() for n in names}
+    unknown = [e for e in emotions if e.lower() not in known]
+    if unknown:
+        raise ExportError(f"--emotions: {', '.join(unknown)} not in label set {label_set}; "
+                          f"choose from {', '.join(names)}")
+
+
+def choices(db) -> dict[str, Any]:
+    """What a filter can choose from (for the GUI's export dialog): annotation sets with
+    counts, primary emotions and languages present."""
+    sets = store.rows(db, """SELECT backend, model, label_set, run_index, COUNT(DISTINCT segment_id) AS segments
+                             FROM annotations GROUP BY backend, model, label_set, run_index
+                             ORDER BY backend, model, label_set, run_index""")
+    emotions = [r["primary_emotion"] for r in store.rows(
+        db, "SELECT DISTINCT primary_emotion FROM annotations ORDER BY primary_emotion")]
+    languages = [r["language"] for r in store.rows(
+        db, "SELECT DISTINCT language FROM segments WHERE language IS NOT NULL ORDER BY language")]
+    return {"annotation_sets": sets, "emotions": emotions, "languages": languages}
 
 
 def _intensity(emotions: dict, name: str) -> float:
