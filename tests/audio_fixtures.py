@@ -222,3 +222,43 @@ def write_video(path: Path, audio: np.ndarray, rate: int, *, channels: int = 1, 
             for pk in v.encode(None):
                 c.mux(pk)
     return path
+
+
+# ---- pytest fixtures (import them into a test module to use them) ------------------------
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def audio_models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("audio-models")
+
+
+@pytest.fixture(scope="session")
+def tiny_mdx(audio_models_dir) -> Path:
+    return build_tiny_mdx(audio_models_dir / "audio-separator")
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(audio_models_dir) -> Path:
+    return build_tiny_whisper(audio_models_dir / "whisper" / "tiny-random")
+
+
+@pytest.fixture()
+def audio_project(project, audio_models_dir, monkeypatch):
+    """A project whose models dir holds the tiny models; downloads are off (offline)."""
+    monkeypatch.setenv("MIKUPAL_MODELS_DIR", str(audio_models_dir))
+    project.config["models"]["allow_download"] = False
+    return project
+
+
+def add_video(project, path: Path) -> int:
+    from pipeline.ingest import add_videos
+
+    db = project.db()
+    try:
+        rep = add_videos(db, [path])
+        assert rep.added, rep.failed
+        return rep.added[0][0]
+    finally:
+        db.conn.close()

@@ -144,18 +144,19 @@ def detect(path: str | Path, params: VadParams, *, block_s: float = 600.0) -> tu
 
 
 def snr_db(power: np.ndarray, speech: np.ndarray, floor: float = 1e-10) -> float | None:
-    """10 log10(mean power of speech frames / mean power of non-speech frames).
+    """Speech-to-noise ratio from frame classes: 10 log10((P_speech - P_noise) / P_noise).
 
-    None when either class is empty (all speech or no speech: the ratio is undefined).
-    The floor keeps digital silence finite (a 1e-10 noise floor caps a full-scale tone near 100 dB).
+    P_speech is the mean power of speech frames (speech plus noise), P_noise that of the
+    non-speech frames. None when either class is empty (the ratio is undefined). The floor
+    keeps digital silence finite (~100 dB for a full-scale signal); the result is >= -30 dB.
     """
     n = min(len(power), len(speech))
     power, speech = power[:n], speech[:n].astype(bool)
     if n == 0 or speech.all() or not speech.any():
         return None
-    ps = float(power[speech].mean())
-    pn = float(power[~speech].mean())
-    return round(10.0 * math.log10(max(ps, floor) / max(pn, floor)), 2)
+    pn = max(float(power[~speech].mean()), floor)
+    ps = float(power[speech].mean()) - pn  # speech frames hold the noise too: take it out
+    return round(10.0 * math.log10(max(ps, pn * 1e-3) / pn), 2)
 
 
 def iou(a: Sequence[Region], b: Sequence[Region], resolution_s: float = 0.01) -> float:
