@@ -62,6 +62,7 @@ SPEC: list[Setting] = [
     Setting("asr", "device", "auto", "\"auto\", \"cpu\" or \"cuda\"."),
     Setting("asr", "compute_type", "auto", "CTranslate2 compute type; auto = float16 on GPU, int8 on CPU."),
     Setting("asr", "batch_size", 8, "VAD regions decoded per batch (BatchedInferencePipeline)."),
+    Setting("asr", "batched", True, "Decode VAD regions in batches (fast); false = one by one (WhisperModel.transcribe)."),
     Setting("asr", "beam_size", 5, "Beam width."),
     Setting("asr", "no_speech_threshold", 0.6, "Drop a segment whose no_speech_prob is above this and log-prob is low."),
     Setting("asr", "logprob_threshold", -1.0, "Average log-prob below which text is suspect."),
