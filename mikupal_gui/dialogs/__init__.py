@@ -1,0 +1,6 @@
+"""Dialogs of the desktop app: open/create a project, settings (API keys), export."""
+from .export_dialog import ExportDialog
+from .project_dialog import ProjectDialog, add_recent, recent_projects
+from .settings_dialog import SettingsDialog
+
+__all__ = ["ExportDialog", "ProjectDialog", "SettingsDialog", "add_recent", "recent_projects"]

@@ -1,0 +1,351 @@
+"""The run panel: choose stages and settings, start a run in the background, watch it.
+
+One progress bar per stage with items/s and ETA, a cancel button, and an error list (the
+project's errors table plus live events) whose rows open the failing item.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView, QCheckBox, QComboBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout,
+    QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox, QTableWidget,
+    QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+from pipeline.stage import STAGE_ORDER
+
+from . import keys
+from .workers import RunRequest, RunThread
+
+STAGE_TITLES = {
+    "separate": "Vocal separation", "vad": "Voice activity", "asr": "Transcription",
+    "segments": "Utterances", "faces": "Faces", "asd": "Active speaker", "emotion": "Emotion labels",
+}
+BACKEND_MODELS = {
+    "gemini": ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite"],
+    "openai": ["qwen2.5-omni-7b", "gpt-4o-mini"],
+    "baseline": ["baseline-v1"],
+}
+KEY_FOR_BACKEND = {"gemini": "GEMINI_API_KEY"}
+
+
+def fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class StageProgress(QWidget):
+    """Name, bar and 'done/total · items/s · ETA · errors' for one stage."""
+
+    def __init__(self, stage: str, parent=None):
+        super().__init__(parent)
+        self.stage = stage
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.name = QLabel(STAGE_TITLES.get(stage, stage))
+        self.name.setMinimumWidth(110)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1)
+        self.bar.setValue(0)
+        self.bar.setFormat("waiting")
+        self.info = QLabel("")
+        self.info.setMinimumWidth(230)
+        lay.addWidget(self.name)
+        lay.addWidget(self.bar, 1)
+        lay.addWidget(self.info)
+
+    def update_from(self, ev) -> None:
+        total = max(int(ev.total), 0)
+        done = min(int(ev.done), total) if total else int(ev.done)
+        self.bar.setRange(0, max(total, 1))
+        self.bar.setValue(done if total else 0)
+        self.bar.setFormat(f"{done}/{total}" if total else "nothing to do")
+        parts = [f"{ev.rate:.2f} items/s" if ev.rate else "", f"ETA {fmt_eta(ev.eta_s)}" if done < total else ""]
+        if ev.errors:
+            parts.append(f"{ev.errors} error{'s' if ev.errors != 1 else ''}")
+        self.info.setText(" · ".join(p for p in parts if p))
+        self.info.setStyleSheet("color: #b3261e;" if ev.errors else "")
+
+    def finish(self, ev) -> None:
+        self.update_from(ev)
+        total = max(int(ev.total), 0)
+        self.bar.setRange(0, max(total, 1))
+        self.bar.setValue(max(total, 1) if total else 1)
+        self.bar.setFormat(f"{ev.done}/{total} done" if total else "nothing to do")
+
+
+class RunPanel(QWidget):
+    """Start, watch and cancel pipeline runs on the open project."""
+
+    runStarted = Signal()
+    runFinished = Signal(str)           # finished / cancelled / failed
+    openItem = Signal(int, int)         # video id, segment id (-1 when absent)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.project_root: Path | None = None
+        self.thread: RunThread | None = None
+        self.last_status = ""
+        self.events_seen = 0
+        self._bars: dict[str, StageProgress] = {}
+        self._build()
+
+    # ---- layout ---------------------------------------------------------------------
+    def _build(self) -> None:
+        root = QVBoxLayout(self)
+
+        stages_box = QGroupBox("Stages")
+        grid = QGridLayout(stages_box)
+        grid.addWidget(QLabel("<small>workers</small>"), 0, 1)
+        self.stage_boxes: dict[str, QCheckBox] = {}
+        self.worker_spins: dict[str, QSpinBox] = {}
+        for i, name in enumerate(STAGE_ORDER, start=1):
+            cb = QCheckBox(f"{STAGE_TITLES[name]}  ({name})")
+            cb.setChecked(True)
+            spin = QSpinBox()
+            spin.setRange(0, 64)
+            spin.setSpecialValueText("auto")
+            spin.setToolTip(f"Parallel workers for {name} (auto = the project's [runner] workers)")
+            self.stage_boxes[name], self.worker_spins[name] = cb, spin
+            grid.addWidget(cb, i, 0)
+            grid.addWidget(spin, i, 1)
+        root.addWidget(stages_box)
+
+        opts = QGroupBox("Annotator and devices")
+        form = QFormLayout(opts)
+        self.backend = QComboBox()
+        self.backend.addItems(list(BACKEND_MODELS))
+        self.backend.currentTextChanged.connect(self._backend_changed)
+        self.model = QComboBox()
+        self.model.setEditable(True)
+        self.runs = QSpinBox()
+        self.runs.setRange(1, 20)
+        self.runs.setToolTip("Independent answers per segment (consistency across runs)")
+        self.devices = QLineEdit()
+        self.devices.setPlaceholderText("auto, cpu or cuda:0,cuda:1")
+        self.key_hint = QLabel("")
+        self.key_hint.setWordWrap(True)
+        form.addRow("Backend", self.backend)
+        form.addRow("Model", self.model)
+        form.addRow("Runs per segment", self.runs)
+        form.addRow("Devices", self.devices)
+        form.addRow(self.key_hint)
+        root.addWidget(opts)
+
+        buttons = QHBoxLayout()
+        self.start_btn = QPushButton("Start run")
+        self.start_btn.setDefault(True)
+        self.start_btn.clicked.connect(self.start)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.cancel_btn.clicked.connect(self.cancel)
+        buttons.addWidget(self.start_btn)
+        buttons.addWidget(self.cancel_btn)
+        buttons.addStretch(1)
+        root.addLayout(buttons)
+
+        self.status = QLabel("No run yet.")
+        self.status.setWordWrap(True)
+        root.addWidget(self.status)
+
+        self.progress_box = QGroupBox("Progress")
+        self.progress_lay = QVBoxLayout(self.progress_box)
+        root.addWidget(self.progress_box)
+
+        err_box = QGroupBox("Errors (double-click to open the item)")
+        el = QVBoxLayout(err_box)
+        self.errors = QTableWidget(0, 4)
+        self.errors.setHorizontalHeaderLabels(["Stage", "Item", "Message", "When"])
+        self.errors.verticalHeader().setVisible(False)
+        self.errors.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.errors.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.errors.setWordWrap(False)
+        h = self.errors.horizontalHeader()
+        h.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        h.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        h.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        h.setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)
+        self.errors.cellDoubleClicked.connect(self._error_activated)
+        el.addWidget(self.errors)
+        root.addWidget(err_box, 1)
+        self._backend_changed(self.backend.currentText())
+
+    def _backend_changed(self, backend: str) -> None:
+        current = self.model.currentText()
+        self.model.clear()
+        self.model.addItems(BACKEND_MODELS.get(backend, []))
+        if current in BACKEND_MODELS.get(backend, []):
+            self.model.setCurrentText(current)
+        self._update_key_hint()
+
+    def _update_key_hint(self) -> None:
+        var = KEY_FOR_BACKEND.get(self.backend.currentText())
+        if not var:
+            self.key_hint.setText("")
+            return
+        src = keys.source_of(var)
+        if src:
+            self.key_hint.setText(f"<small>API key: from the {src}.</small>")
+        else:
+            self.key_hint.setText(f"<small style='color:#b3261e'>No API key: set it in Settings (OS keyring) "
+                                  f"or the {var} environment variable.</small>")
+
+    # ---- project --------------------------------------------------------------------
+    def set_project(self, project) -> None:
+        """Show the project's settings as defaults and its stored errors."""
+        self.project_root = Path(project.root)
+        cfg = project.config
+        emo = cfg.get("emotion", {})
+        self.backend.setCurrentText(emo.get("backend", "gemini"))
+        self._backend_changed(self.backend.currentText())
+        self.model.setCurrentText(str(emo.get("model", "")))
+        self.runs.setValue(int(emo.get("runs", 1) or 1))
+        devices = cfg.get("runner", {}).get("devices", "auto")
+        self.devices.setText(",".join(devices) if isinstance(devices, list) else str(devices))
+        self.load_errors()
+
+    def load_errors(self, limit: int = 500) -> None:
+        if self.project_root is None:
+            return
+        from pipeline import store
+
+        db = store.connect(self.project_root / "project.db", migrate=False)
+        try:
+            rows = store.rows(db, "SELECT stage, video_id, segment_id, message, path, created_at FROM errors"
+                                  " ORDER BY id DESC LIMIT ?", (limit,))
+        finally:
+            db.conn.close()
+        self.errors.setRowCount(0)
+        for r in reversed(rows):
+            self._add_error(r["stage"], r["video_id"], r["segment_id"], r["message"], r["created_at"] or "", r["path"])
+
+    def _add_error(self, stage, video_id, segment_id, message, when, path=None) -> None:
+        self.errors.insertRow(0)
+        item = ("segment %d" % segment_id if segment_id else "video %d" % video_id if video_id
+                else Path(path).name if path else "—")
+        cells = [stage or "", item, message or "", (when or "")[:19].replace("T", " ")]
+        for c, text in enumerate(cells):
+            it = QTableWidgetItem(text)
+            it.setToolTip(message or "")
+            it.setData(Qt.ItemDataRole.UserRole, (video_id or -1, segment_id or -1))
+            self.errors.setItem(0, c, it)
+
+    def _error_activated(self, row: int, _col: int) -> None:
+        it = self.errors.item(row, 0)
+        if it is None:
+            return
+        vid, sid = it.data(Qt.ItemDataRole.UserRole)
+        if vid != -1 or sid != -1:
+            self.openItem.emit(int(vid), int(sid))
+
+    # ---- running ----------------------------------------------------------------------
+    def selected_stages(self) -> list[str]:
+        return [n for n, cb in self.stage_boxes.items() if cb.isChecked()]
+
+    def request(self) -> RunRequest:
+        workers = {n: s.value() for n, s in self.worker_spins.items() if s.value() > 0}
+        return RunRequest(
+            project_root=str(self.project_root),
+            stages=self.selected_stages(),
+            backend=self.backend.currentText(),
+            model=self.model.currentText().strip() or None,
+            runs=self.runs.value(),
+            workers=workers,
+            devices=self.devices.text().strip() or None,
+        )
+
+    def is_running(self) -> bool:
+        return self.thread is not None and self.thread.isRunning()
+
+    def start(self) -> bool:
+        if self.project_root is None or self.is_running():
+            return False
+        stages = self.selected_stages()
+        if not stages:
+            self.status.setText("Choose at least one stage.")
+            return False
+        self._reset_bars(stages)
+        self.events_seen = 0
+        self.last_status = ""
+        self.thread = RunThread(self.request(), self)
+        self.thread.event.connect(self.on_event)
+        self.thread.runFailed.connect(self._run_failed)
+        self.thread.runFinished.connect(self._run_finished)
+        self.start_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self.status.setText("Starting…")
+        self.thread.start()
+        self.runStarted.emit()
+        return True
+
+    def cancel(self) -> None:
+        if self.is_running():
+            self.thread.cancel()
+            self.cancel_btn.setEnabled(False)
+            self.status.setText("Cancelling: items in flight finish first…")
+
+    def _reset_bars(self, stages: list[str]) -> None:
+        for bar in self._bars.values():
+            bar.setParent(None)
+            bar.deleteLater()
+        self._bars = {}
+        for name in stages:
+            bar = StageProgress(name)
+            self._bars[name] = bar
+            self.progress_lay.addWidget(bar)
+
+    def bar(self, stage: str) -> StageProgress | None:
+        return self._bars.get(stage)
+
+    def on_event(self, ev) -> None:
+        """A runner event, already on the GUI thread."""
+        self.events_seen += 1
+        kind = ev.kind
+        if kind == "run_started":
+            self.status.setText(f"Run {ev.run_id} running: {ev.message}")
+        elif kind in ("stage_progress", "stage_finished") and ev.stage:
+            bar = self._bars.get(ev.stage)
+            if bar is None:
+                bar = self._bars[ev.stage] = StageProgress(ev.stage)
+                self.progress_lay.addWidget(bar)
+            (bar.finish if kind == "stage_finished" else bar.update_from)(ev)
+        elif kind == "item_error":
+            from pipeline.store import now
+
+            self._add_error(ev.stage, ev.video_id, ev.segment_id, ev.message, now())
+        elif kind == "run_finished":
+            self.last_status = ev.status
+            text = {"finished": "finished", "cancelled": "cancelled", "failed": "failed"}.get(ev.status, ev.status)
+            extra = f" with {ev.errors} item error{'s' if ev.errors != 1 else ''}" if ev.errors else ""
+            why = f": {ev.message}" if ev.message else ""
+            self.status.setText(f"Run {ev.run_id} {text}{extra}{why}.")
+
+    def _run_failed(self, message: str) -> None:
+        self.last_status = "failed"
+        self.status.setText(f"The run could not start: {message}")
+        self.status.setStyleSheet("color: #b3261e;")
+
+    def _run_finished(self, summary) -> None:
+        self.start_btn.setEnabled(True)
+        self.cancel_btn.setEnabled(False)
+        if summary is not None:
+            self.status.setStyleSheet("")
+            self.last_status = summary.status
+        self.runFinished.emit(self.last_status or "failed")
+
+    def closeEvent(self, ev) -> None:
+        self.shutdown()
+        super().closeEvent(ev)
+
+    def shutdown(self, wait_ms: int = 30000) -> None:
+        """Cancel a running run and wait for it (closing the window)."""
+        if self.thread is not None:
+            if self.thread.isRunning():
+                self.thread.cancel()
+            self.thread.wait(wait_ms)

@@ -1,0 +1,485 @@
+"""The desktop shell: tables over a real project.db, filters in SQL, the run panel's thread
+bridge, the dashboard, settings (API keys) and restored state. Runs offscreen (pytest-qt)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt", reason="pytest-qt is not installed (pip install -e .[dev])")
+from PySide6.QtCore import QSettings, Qt, QTimer  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gui_shell_fixture import build_big_project  # noqa: E402
+
+from mikupal_gui import keys, models  # noqa: E402
+
+SECRET = "AIzaTEST-secret-key-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path, monkeypatch):
+    """QSettings() anywhere in the app writes to a temp ini, never the user's real one."""
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "qsettings"))
+    for var in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "MIKUPAL_OPENAI_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    yield tmp_path / "qsettings"
+
+
+@pytest.fixture()
+def settings(isolated_settings):
+    return QSettings(str(isolated_settings / "test.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture()
+def small(tmp_path):
+    return build_big_project(tmp_path / "small", 300, n_videos=5, runs=2)
+
+
+def wait_query(qtbot, model, timeout=20000):
+    """Wait until the model's background id query has landed."""
+    qtbot.waitUntil(lambda: not model.busy(), timeout=timeout)
+
+
+def all_ids(model) -> list[int]:
+    while model.canFetchMore():
+        model.fetchMore()
+    return [model.data(model.index(r, 0)) for r in range(model.rowCount())]
+
+
+def expected_rows(db_path) -> dict[int, dict]:
+    """Per segment, computed in Python straight from the tables (independent of the SQL)."""
+    import sqlite3
+
+    c = sqlite3.connect(db_path)
+    out = {sid: {"text": text, "status": st, "emotion": None, "score": None, "latest": {}, "ann": None}
+           for sid, text, st in c.execute("SELECT id, text, status FROM segments")}
+    for aid, sid, run, emo, inten in c.execute(
+            "SELECT id, segment_id, run_index, primary_emotion, intensities_json FROM annotations ORDER BY id"):
+        if run == 0:
+            out[sid].update(emotion=emo, score=json.loads(inten)[emo], ann=aid)
+    by_ann = defaultdict(dict)
+    for aid, rater, verdict in c.execute(
+            "SELECT r.annotation_id, ra.name, r.verdict FROM reviews r JOIN raters ra ON ra.id=r.rater_id ORDER BY r.id"):
+        by_ann[aid][rater] = verdict
+    for row in out.values():
+        row["latest"] = by_ann.get(row["ann"], {})
+    return out
+
+
+def test_tables_show_the_projects_rows_a_page_at_a_time(qtbot, small, settings):
+    from mikupal_gui.app import build_window
+
+    win = build_window(small.root, settings)
+    qtbot.addWidget(win)
+    m = win.segments_model
+    wait_query(qtbot, m)
+    assert m.total() == 300
+    assert m.rowCount() == m.page_size == 256       # only the first page is loaded
+    assert m.canFetchMore()
+    m.fetchMore()
+    assert m.rowCount() == 300 and not m.canFetchMore()
+    assert win.videos_model.rowCount() == 5
+    exp = expected_rows(small.db_path)
+    col = models.COLUMN_INDEX
+    for r in (0, 137, 299):
+        sid = m.segment_id(r)
+        assert m.data(m.index(r, col["text"])) == exp[sid]["text"]
+        assert m.data(m.index(r, col["emotion"])) == exp[sid]["emotion"]
+        assert m.data(m.index(r, col["score"])) == f"{exp[sid]['score']:.2f}"
+    assert "300 segments" in win.filter_bar.count.text()
+    win.close()
+
+
+@pytest.mark.parametrize("flt, keep", [
+    (models.SegmentFilter(text="#17"), lambda r: "#17" in r["text"]),
+    (models.SegmentFilter(text="LAZY dog"), lambda r: "lazy dog" in r["text"]),
+    (models.SegmentFilter(emotion="Joy"), lambda r: r["emotion"] == "Joy"),
+    (models.SegmentFilter(status="no_face"), lambda r: r["status"] == "no_face"),
+    (models.SegmentFilter(min_score=0.8), lambda r: r["score"] >= 0.8),
+    (models.SegmentFilter(verdict="accept"), None),
+    (models.SegmentFilter(verdict="reject", rater="bob"), lambda r: r["latest"].get("bob") == "reject"),
+    (models.SegmentFilter(verdict="unreviewed", rater="alice"), lambda r: "alice" not in r["latest"]),
+    (models.SegmentFilter(verdict="unreviewed"), lambda r: not r["latest"]),
+    (models.SegmentFilter(emotion="Anger", min_score=0.7, status="ok"),
+     lambda r: r["emotion"] == "Anger" and r["score"] >= 0.7 and r["status"] == "ok"),
+])
+def test_filters_match_the_rows_computed_from_the_tables(qtbot, small, flt, keep):
+    import sqlite3
+
+    exp = expected_rows(small.db_path)
+    if keep is None:  # "accept" by any rater: the newest review row on the primary answer
+        c = sqlite3.connect(small.db_path)
+        newest = {a: v for a, v in c.execute("SELECT annotation_id, verdict FROM reviews ORDER BY id")}
+        keep = lambda r: newest.get(r["ann"]) == "accept"  # noqa: E731
+    want = sorted(sid for sid, r in exp.items() if keep(r))
+    assert want, "the fixture must exercise the filter"
+    m = models.SegmentTableModel(small.db_path)
+    try:
+        m.set_filter(flt)
+        wait_query(qtbot, m)
+        assert m.total() == len(want)
+        assert all_ids(m) == want
+    finally:
+        m.close()
+
+
+def test_sorting_happens_in_sql_over_all_rows(qtbot, small):
+    exp = expected_rows(small.db_path)
+    m = models.SegmentTableModel(small.db_path, page_size=50)
+    try:
+        m.sort(models.COLUMN_INDEX["score"], Qt.SortOrder.DescendingOrder)
+        wait_query(qtbot, m)
+        assert m.rowCount() == 50                    # still lazy after sorting
+        top = m.segment_id(0)
+        assert exp[top]["score"] == max(r["score"] for r in exp.values())
+        m.sort(models.COLUMN_INDEX["emotion"], Qt.SortOrder.AscendingOrder)
+        wait_query(qtbot, m)
+        emos = [exp[m.segment_id(i)]["emotion"] for i in range(m.total())]
+        assert emos == sorted(emos)
+    finally:
+        m.close()
+
+
+def test_filter_bar_typing_filters_the_table(qtbot, small, settings):
+    from mikupal_gui.app import build_window
+
+    win = build_window(small.root, settings)
+    qtbot.addWidget(win)
+    wait_query(qtbot, win.segments_model)
+    with qtbot.waitSignal(win.segments_model.totalChanged, timeout=20000):
+        qtbot.keyClicks(win.filter_bar.search, "#29")
+    want = [sid for sid, r in expected_rows(small.db_path).items() if "#29" in r["text"]]
+    assert win.segments_model.total() == len(want) > 0
+    assert f"{len(want)} segment" in win.filter_bar.count.text()
+    emotion_idx = win.filter_bar.emotion.findData("Joy")
+    with qtbot.waitSignal(win.segments_model.totalChanged, timeout=20000):
+        win.filter_bar.emotion.setCurrentIndex(emotion_idx)
+    assert all(win.segments_model.data(win.segments_model.index(r, models.COLUMN_INDEX["emotion"])) == "Joy"
+               for r in range(win.segments_model.rowCount()))
+    win.close()
+
+
+def test_a_100k_segment_project_opens_lazily(qtbot, tmp_path):
+    project = build_big_project(tmp_path / "big", 100_000, n_videos=40)
+    m = models.SegmentTableModel(project.db_path)
+    try:
+        wait_query(qtbot, m, timeout=60000)
+        assert m.total() == 100_000
+        assert m.rowCount() == m.page_size            # Qt holds one page, not 100k rows
+        m.fetchMore()
+        assert m.rowCount() == 2 * m.page_size
+        row = m.row_of(50_000)                        # jumping deep loads pages up to it only
+        assert row == 49_999 and m.rowCount() < 50_000 + 2 * m.page_size
+        assert m.data(m.index(row, 0)) == 50_000
+        m.set_filter(models.SegmentFilter(emotion="Fear", min_score=0.9))
+        wait_query(qtbot, m, timeout=60000)
+        assert 0 < m.total() < 100_000 and m.rowCount() <= m.page_size
+    finally:
+        m.close()
+
+
+def test_verdict_refreshes_one_row_in_place(qtbot, small):
+    import sqlite3
+
+    m = models.SegmentTableModel(small.db_path)
+    try:
+        wait_query(qtbot, m)
+        sid = m.segment_id(3)
+        c = sqlite3.connect(small.db_path)
+        aid = c.execute("SELECT MAX(id) FROM annotations WHERE segment_id=? AND run_index=0", (sid,)).fetchone()[0]
+        rid = c.execute("INSERT INTO raters (name) VALUES ('carol')").lastrowid
+        c.execute("INSERT INTO reviews (annotation_id, rater_id, verdict, created_at) VALUES (?,?,'reject','now')",
+                  (aid, rid))
+        c.commit()
+        with qtbot.waitSignal(m.dataChanged):
+            m.refresh_segment(sid)
+        assert "carol: reject" in m.data(m.index(3, models.COLUMN_INDEX["verdict"]))
+    finally:
+        m.close()
+
+
+# ---- run panel ---------------------------------------------------------------------------
+
+def _project_with_videos(tmp_path, n=2):
+    from pipeline.ingest import add_videos
+    from pipeline.project import Project
+    from review_fixture import make_video
+
+    proj = Project.create(tmp_path / "runproj")
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"v{i}.mp4"
+        make_video(p, duration_s=1.0 + i * 0.2)
+        paths.append(p)
+    db = proj.db()
+    add_videos(db, paths)
+    db.conn.close()
+    return proj
+
+
+def test_a_run_from_the_run_panel_reaches_100_percent_while_the_ui_ticks(qtbot, tmp_path, monkeypatch):
+    from runner_stages import LabelStage, SplitStage
+
+    from mikupal_gui.run_panel import RunPanel
+
+    monkeypatch.setenv("MIKUPAL_TEST_SEGMENTS", "6")
+    monkeypatch.setenv("MIKUPAL_TEST_LABEL_SLEEP", "0.05")   # ~1 s of work in the background
+    proj = _project_with_videos(tmp_path)
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    panel.set_project(proj)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(10)
+    panel.request = lambda: __import__("mikupal_gui.workers", fromlist=["RunRequest"]).RunRequest(
+        project_root=str(proj.root), stages=[SplitStage, LabelStage])
+    with qtbot.waitSignal(panel.runFinished, timeout=60000) as blocker:
+        assert panel.start()
+        assert panel.is_running() and not panel.start_btn.isEnabled()
+    timer.stop()
+    assert blocker.args == ["finished"]
+    assert len(ticks) >= 20, f"the event loop stalled during the run ({len(ticks)} timer ticks)"
+    for stage, total in (("split", 2), ("label", 2 * 6 * LabelStage.runs)):
+        bar = panel.bar(stage)
+        assert bar is not None and bar.bar.maximum() == total and bar.bar.value() == total
+    assert "finished" in panel.status.text()
+    assert panel.start_btn.isEnabled() and not panel.cancel_btn.isEnabled()
+
+
+def test_item_errors_are_listed_and_open_their_item(qtbot, tmp_path, monkeypatch):
+    from pipeline import store
+    from runner_stages import LabelStage, SplitStage
+
+    from mikupal_gui.run_panel import RunPanel
+    from mikupal_gui.workers import RunRequest
+
+    monkeypatch.setenv("MIKUPAL_TEST_SEGMENTS", "2")
+    proj = _project_with_videos(tmp_path, n=1)
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    panel.set_project(proj)
+    panel.request = lambda: RunRequest(project_root=str(proj.root), stages=[SplitStage])
+    with qtbot.waitSignal(panel.runFinished, timeout=60000):
+        panel.start()
+    db = store.connect(proj.db_path)
+    sid = db.conn.execute("SELECT id FROM segments ORDER BY id LIMIT 1").fetchone()[0]
+    db.conn.execute("UPDATE segments SET text='poison pill' WHERE id=?", (sid,))
+    db.conn.close()
+    panel.request = lambda: RunRequest(project_root=str(proj.root), stages=[LabelStage])
+    with qtbot.waitSignal(panel.runFinished, timeout=60000):
+        panel.start()
+    assert panel.errors.rowCount() >= 1
+    assert "poisoned" in panel.errors.item(0, 2).text()
+    with qtbot.waitSignal(panel.openItem) as blocker:
+        panel._error_activated(0, 2)
+    assert blocker.args[1] == sid
+    # The stored errors come back when the project is opened again.
+    panel.load_errors()
+    assert any("poisoned" in panel.errors.item(r, 2).text() for r in range(panel.errors.rowCount()))
+
+
+def test_a_run_that_cannot_start_says_why_in_one_line(qtbot, tmp_path):
+    from mikupal_gui.run_panel import RunPanel
+    from mikupal_gui.workers import RunRequest
+
+    proj = _project_with_videos(tmp_path, n=1)
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    panel.set_project(proj)
+    panel.request = lambda: RunRequest(project_root=str(proj.root), stages=["nonsense"])
+    with qtbot.waitSignal(panel.runFinished, timeout=30000) as blocker:
+        panel.start()
+    assert blocker.args == ["failed"]
+    assert "nonsense" in panel.status.text() and "\n" not in panel.status.text()
+    assert panel.start_btn.isEnabled()
+
+
+# ---- dashboard ---------------------------------------------------------------------------
+
+def test_dashboard_shows_rationality_with_intervals_and_agreement(qtbot, small):
+    from pipeline.metrics import wilson_interval
+
+    from mikupal_gui.dashboard import Dashboard
+
+    dash = Dashboard()
+    qtbot.addWidget(dash)
+    dash.set_project(small.db_path)
+    with qtbot.waitSignal(dash.refreshed, timeout=60000):
+        dash.refresh(with_map=False)
+    exp = expected_rows(small.db_path)
+    acc = rej = 0
+    for r in exp.values():
+        for v in r["latest"].values():
+            acc += v == "accept"
+            rej += v == "reject"
+    assert dash.card_rationality.value.text() == f"{100 * acc / (acc + rej):.1f}%"
+    lo, hi = wilson_interval(acc, acc + rej)
+    assert f"{100 * lo:.1f}–{100 * hi:.1f}%" in dash.card_rationality.detail.text()
+    assert dash.card_agreement.value.text().startswith("κ ")           # alice and bob overlap
+    assert dash.rater_table.rowCount() == 2
+    assert set(dash.chart.names) == {r["emotion"] for r in exp.values() if r["latest"]}
+    assert dash.runs_table.rowCount() == 1
+    dash.shutdown()
+
+
+def test_emotion_map_click_opens_the_answer(qtbot, small):
+    pytest.importorskip("sklearn", reason="the emotion map's t-SNE needs scikit-learn")
+    from mikupal_gui.dashboard import compute_map, EmotionMap
+
+    points = compute_map(small.db_path)
+    assert points
+    view = EmotionMap()
+    qtbot.addWidget(view)
+    view.show_points(points)
+    spot = view.scatter.points()[5]
+    with qtbot.waitSignal(view.annotationClicked) as blocker:
+        view._clicked(view.scatter, [spot])
+    assert blocker.args == [points[5].annotation_id]
+
+
+# ---- settings, keys and state ---------------------------------------------------------------
+
+class MemoryKeyring:
+    """An OS keyring stand-in (the only fake: the OS edge)."""
+
+    def __init__(self):
+        import keyring.backend
+
+        class _KR(keyring.backend.KeyringBackend):
+            priority = 10
+            store: dict = {}
+
+            def get_password(self, service, username):
+                return self.store.get((service, username))
+
+            def set_password(self, service, username, password):
+                self.store[(service, username)] = password
+
+            def delete_password(self, service, username):
+                self.store.pop((service, username), None)
+
+        self.backend = _KR()
+
+
+@pytest.fixture()
+def memory_keyring():
+    import keyring
+
+    old = keyring.get_keyring()
+    kr = MemoryKeyring().backend
+    kr.store.clear()
+    keyring.set_keyring(kr)
+    yield kr
+    keyring.set_keyring(old)
+
+
+def _grep_tree(root: Path, needle: str) -> list[Path]:
+    hits = []
+    for p in root.rglob("*"):
+        if p.is_file() and needle.encode() in p.read_bytes():
+            hits.append(p)
+    return hits
+
+
+def test_settings_keep_the_key_in_the_keyring_never_the_project(qtbot, small, settings, memory_keyring,
+                                                                isolated_settings, monkeypatch):
+    from mikupal_gui.app import build_window
+    from mikupal_gui.dialogs import SettingsDialog
+
+    win = build_window(small.root, settings)
+    qtbot.addWidget(win)
+    dlg = SettingsDialog(win)
+    qtbot.addWidget(dlg)
+    dlg.edits["GEMINI_API_KEY"].setText(SECRET)
+    assert dlg.save()
+    assert memory_keyring.store[(keys.SERVICE, "GEMINI_API_KEY")] == SECRET
+    assert keys.source_of("GEMINI_API_KEY") == "keyring"
+    win.close()
+    settings.sync()
+    assert _grep_tree(small.root, SECRET) == []
+    assert _grep_tree(isolated_settings, SECRET) == []
+    # A run hands it to the pipeline through the environment; an environment key wins.
+    assert keys.export_to_environment() == ["GEMINI_API_KEY"]
+    assert os.environ["GEMINI_API_KEY"] == SECRET
+    monkeypatch.setenv("GEMINI_API_KEY", "from-env-0123456789")
+    assert keys.export_to_environment() == []
+    assert os.environ["GEMINI_API_KEY"] == "from-env-0123456789"
+
+
+def test_without_a_keyring_the_dialog_points_to_the_environment(qtbot):
+    import keyring
+    from keyring.backends import fail
+
+    from mikupal_gui.dialogs import SettingsDialog
+
+    old = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    try:
+        assert keys.keyring_status()[0] is False
+        with pytest.raises(keys.KeyringUnavailable, match="GEMINI_API_KEY"):
+            keys.store_key("GEMINI_API_KEY", SECRET)
+        dlg = SettingsDialog()
+        qtbot.addWidget(dlg)
+        assert not dlg.edits["GEMINI_API_KEY"].isEnabled()
+        texts = " ".join(w.text() for w in dlg.findChildren(type(dlg.sources["GEMINI_API_KEY"])))
+        assert "No OS keyring" in texts and "GEMINI_API_KEY" in texts
+    finally:
+        keyring.set_keyring(old)
+
+
+def test_window_state_and_last_project_come_back(qtbot, small, settings):
+    from mikupal_gui.app import build_window, pick_project
+    from mikupal_gui.dialogs import recent_projects
+
+    win = build_window(small.root, settings)
+    qtbot.addWidget(win)
+    wait_query(qtbot, win.segments_model)
+    win.run_dock.hide()
+    win.segments_view.sortByColumn(models.COLUMN_INDEX["start"], Qt.SortOrder.DescendingOrder)
+    wait_query(qtbot, win.segments_model)
+    win.tabs.setCurrentIndex(2)
+    win.dashboard.shutdown()
+    win.resize(1333, 833)
+    win.close()
+
+    assert pick_project(None, settings) == Path(small.root)
+    assert recent_projects(settings)[0] == str(Path(small.root).resolve())
+    win2 = build_window(small.root, settings)
+    qtbot.addWidget(win2)
+    wait_query(qtbot, win2.segments_model)
+    assert win2.tabs.currentIndex() == 2
+    assert settings.value("window/geometry") is not None   # (offscreen clamps sizes to its screen)
+    assert not win2.run_dock.isVisible()
+    assert win2.segments_model.sort_key == ("start", True)
+    win2.dashboard.shutdown()
+    win2.close()
+
+
+def test_main_returns_the_exit_code(qtbot, small, isolated_settings):
+    from PySide6.QtWidgets import QApplication
+
+    from mikupal_gui.app import main
+
+    def close_all():
+        for w in QApplication.topLevelWidgets():
+            w.close()
+        QApplication.instance().exit(0)
+
+    QTimer.singleShot(1500, close_all)
+    assert main(str(small.root)) == 0
+
+
+def test_pipeline_never_imports_qt():
+    import subprocess
+
+    code = ("import sys, pipeline.cli, pipeline.runner, pipeline.store, pipeline.metrics; "
+            "sys.exit(any(m.startswith('PySide6') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
