@@ -9,6 +9,7 @@ import shutil
 import sys
 import tarfile
 from pathlib import Path
+from urllib.parse import unquote
 from xml.etree import ElementTree as ET
 
 import numpy as np
@@ -131,13 +132,29 @@ def test_hf_audiofolder_loads_with_datasets(proj, clips, built, tmp_path, monkey
     pytest.importorskip("torchcodec", reason="datasets decodes Audio columns with torchcodec (dev extra)")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    expected = assign_splits([{"video_sha": c.sha} for c in clips], [0.5, 0.25, 0.25], 0)
+    # one split's clips lack SNR, ASD, language and corrections: every split must still load alike
+    bare = next(sha for sha, s in expected.items() if s == "test")
+    copy = tmp_path / "proj"
+    shutil.copytree(proj.root, copy)
+    from pipeline.project import Project
+
+    proj = Project.open(copy)
+    db = proj.db()
+    vid = db.conn.execute("SELECT id FROM videos WHERE sha256=?", (bare,)).fetchone()[0]
+    db.conn.execute("UPDATE segments SET snr_db=NULL, asd_score=NULL, language=NULL WHERE video_id=?", (vid,))
+    db.conn.execute("UPDATE reviews SET corrected_label=NULL WHERE annotation_id IN (SELECT a.id FROM annotations a"
+                    " JOIN segments s ON s.id=a.segment_id WHERE s.video_id=?)", (vid,))
+    db.conn.close()
     out = tmp_path / "ds"
     export_dataset(proj, out, "hf", ExportFilters(), splits=[0.5, 0.25, 0.25])
     assert_clean_output(out, built)
     ds = datasets.load_dataset("audiofolder", data_dir=str(out))
     assert sorted(ds) == ["test", "train", "validation"]
     assert sum(ds[s].num_rows for s in ds) == 16
-    expected = assign_splits([{"video_sha": c.sha} for c in clips], [0.5, 0.25, 0.25], 0)
+    assert ds["test"].features == ds["train"].features
+    assert all(r["snr_db"] != r["snr_db"] and r["language"] == "" for r in ds["test"])  # NaN, ""
+    assert all(r["snr_db"] == r["snr_db"] for r in ds["train"])
     videos_in = {s: set(ds[s]["source_video"]) for s in ds}
     assert not (videos_in["train"] & videos_in["validation"]) and not (videos_in["train"] & videos_in["test"])
     for split, name in (("train", "train"), ("dev", "validation"), ("test", "test")):
@@ -210,8 +227,9 @@ def test_elan_files_parse_and_point_at_their_audio(proj, clips, built, tmp_path)
         root = ET.parse(eaf).getroot()
         assert root.tag == "ANNOTATION_DOCUMENT" and root.get("FORMAT") == "3.0"
         media = root.find("HEADER/MEDIA_DESCRIPTOR")
-        rel = media.get("RELATIVE_MEDIA_URL")
-        assert rel == f"./{eaf.stem}.wav" and not Path(media.get("MEDIA_URL")).is_absolute()
+        rel = unquote(media.get("RELATIVE_MEDIA_URL"))
+        assert rel == f"./{eaf.stem}.wav" and media.get("MEDIA_URL") == media.get("RELATIVE_MEDIA_URL")
+        assert media.get("MEDIA_URL").isascii()
         samples, rate, _ = fx.read_wav(out / rel)
         assert rate == SR and abs(len(samples) - fx.SECONDS * SR) <= SR // 100
         slots = {t.get("TIME_SLOT_ID"): int(t.get("TIME_VALUE")) for t in root.iter("TIME_SLOT")}

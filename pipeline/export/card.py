@@ -10,7 +10,8 @@ from .formats import dumps
 HOW_TO_LOAD = {
     "jsonl": "Read `manifest.jsonl` (one JSON object per clip; `audio` is relative to this folder).",
     "hf": "```python\nimport datasets\nds = datasets.load_dataset(\"audiofolder\", data_dir=\"PATH/TO/THIS/FOLDER\")\n```\n"
-          "The `dev` split is stored as `validation`.",
+          "The `dev` split is stored as `validation`. Missing values are `\"\"` for text and NaN for numbers "
+          "(every split must have the same column types).",
     "webdataset": "Tar shards `<split>-NNNNNN.tar`; each sample is `KEY.wav` + `KEY.json`, e.g. "
                   "`webdataset.WebDataset(\"train-{000000..000009}.tar\")`.",
     "lab": "One folder per source video with `NAME.wav` + `NAME.lab` (transcript with an emotion marker); "

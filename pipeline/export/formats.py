@@ -10,6 +10,7 @@ import re
 import tarfile
 import unicodedata
 from pathlib import Path
+from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
 import numpy as np
@@ -86,8 +87,25 @@ class JsonlWriter(Writer):
                 f.write(dumps(rec) + "\n")
 
 
+# Numeric record fields; in the hf layout a missing one is NaN rather than null (see HfWriter).
+FLOAT_FIELDS = {"start_s", "end_s", "duration_s", "primary_intensity", "snr_db", "asd_score"}
+
+
+def _hf_value(key: str, value):
+    if isinstance(value, dict):
+        return {k: _hf_value(k, v) for k, v in value.items()}
+    if value is None:
+        return float("nan") if key in FLOAT_FIELDS else ""
+    return value
+
+
 class HfWriter(Writer):
-    """Hugging Face audiofolder: <split>/<id>.wav + <split>/metadata.jsonl with file_name."""
+    """Hugging Face audiofolder: <split>/<id>.wav + <split>/metadata.jsonl with file_name.
+
+    datasets infers each split's features from its own metadata file and refuses splits
+    whose features differ, and a column that is null in every row of a split becomes type
+    null there. So missing values are written typed: "" for text, NaN for numbers.
+    """
 
     def audio_path(self, rec):
         return f"{HF_SPLIT_DIRS[rec['split']]}/{rec['id']}.wav"
@@ -99,7 +117,7 @@ class HfWriter(Writer):
     def finish(self):
         by_split: dict[str, list[dict]] = {}
         for rec in self.records:
-            row = {k: v for k, v in rec.items() if k not in ("audio", "split") and not k.startswith("_")}
+            row = {k: _hf_value(k, v) for k, v in rec.items() if k not in ("audio", "split") and not k.startswith("_")}
             row["file_name"] = rec["audio"].split("/", 1)[1]
             by_split.setdefault(HF_SPLIT_DIRS[rec["split"]], []).append(row)
         for split, rows in sorted(by_split.items()):
@@ -229,8 +247,8 @@ def eaf_document(media_name: str, recs: list[dict]) -> bytes:
         "xsi:noNamespaceSchemaLocation": "http://www.mpi.nl/tools/elan/EAFv3.0.xsd",
     })
     header = ET.SubElement(doc, "HEADER", {"MEDIA_FILE": "", "TIME_UNITS": "milliseconds"})
-    ET.SubElement(header, "MEDIA_DESCRIPTOR", {"MEDIA_URL": f"./{media_name}", "MIME_TYPE": "audio/x-wav",
-                                               "RELATIVE_MEDIA_URL": f"./{media_name}"})
+    url = "./" + quote(media_name)  # an xsd:anyURI relative to the .eaf (names may be non-ASCII)
+    ET.SubElement(header, "MEDIA_DESCRIPTOR", {"MEDIA_URL": url, "MIME_TYPE": "audio/x-wav", "RELATIVE_MEDIA_URL": url})
     order = ET.SubElement(doc, "TIME_ORDER")
     tiers = {name: ET.SubElement(doc, "TIER", attrs) for name, attrs in (
         ("transcript", {"LINGUISTIC_TYPE_REF": "utterance", "TIER_ID": "transcript"}),
