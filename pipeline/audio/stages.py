@@ -234,7 +234,7 @@ class AsrStage(_AudioStage):
             device = a["device"] if a["device"] != "auto" else ("cuda" if self.device.startswith("cuda") else "auto")
             t = WhisperTranscriber(path, device=device, compute_type=a["compute_type"], batch_size=a["batch_size"],
                                    beam_size=a["beam_size"], language=a["language"], guards=guards,
-                                   batched=a.get("batched", True))
+                                   batched=bool(a.get("batched", True)))
             t.load()
             self._transcriber = t
         except ModelMissingError as e:
