@@ -97,7 +97,9 @@ def iter_frames(
         out_h = max(2, int(round(cc.height * out_w / cc.width))) if cc.width else cc.height
         scale = cc.width / out_w if out_w else 1.0
         src_fps = float(stream.average_rate or stream.guessed_rate or fps)
-        tol = 1.5 / src_fps  # how far past the last decoded frame a grid time may still use it
+        # A grid time takes the nearest decoded frame if it is this close: nearest-neighbour
+        # resampling between frame rates, but a run of lost frames stays lost (not filled).
+        tol = 0.5 / src_fps + 0.5 / fps
         # Times are on the container clock from its start, as media.extract_audio writes audio.
         t0 = container.start_time / av.time_base if container.start_time is not None else 0.0
         for a, b in spans:
@@ -145,7 +147,7 @@ def _decode_span(container, stream, a, b, fps, out_w, out_h, scale, fmt, tol, t0
                 mid = (prev[0] + ft) / 2
                 while ti < len(targets) and targets[ti] / fps <= mid:
                     k = targets[ti]
-                    if k / fps >= prev[0] - tol:
+                    if abs(k / fps - prev[0]) <= tol:
                         stats.frames += 1
                         yield Frame(k, k / fps, convert(prev), scale)
                     ti += 1
@@ -155,7 +157,7 @@ def _decode_span(container, stream, a, b, fps, out_w, out_h, scale, fmt, tol, t0
     # end of stream: the last frame serves grid times just after it
     while prev is not None and ti < len(targets) and targets[ti] / fps <= prev[0] + tol:
         k = targets[ti]
-        if k / fps >= prev[0] - tol:
+        if abs(k / fps - prev[0]) <= tol:
             stats.frames += 1
             yield Frame(k, k / fps, convert(prev), scale)
         ti += 1
