@@ -240,3 +240,19 @@ def test_missing_key_is_one_clear_line(gproject, monkeypatch):
     monkeypatch.delenv("GEMINI_API_KEY")
     with pytest.raises(StageError, match="set GEMINI_API_KEY .* or run with --backend baseline"):
         EmotionStage(gproject).load()
+
+
+def test_through_the_runner(gproject, server, caplog):
+    from pipeline.runner import Runner
+
+    set_cfg(gproject, emotion__runs=2, emotion__concurrency=4)
+    server.script += [Reply(text="oops"), Reply(text="oops")]  # one item may end as an error row
+    summary = Runner(gproject, "emotion").run()
+    db = gproject.db()
+    rows, errs = annotations(db), errors(db)
+    assert summary.status == "finished" and len(rows) + len(errs) == 6
+    assert {r["run_id"] for r in rows} == {summary.run_id}
+    assert all(e["run_id"] == summary.run_id and e["detail"] == "oops" for e in errs)
+    again = Runner(gproject, "emotion").run()  # resume: only what is missing
+    assert len(annotations(gproject.db())) == 6 and again.stages["emotion"].ok == len(errs)
+    assert_no_key(gproject, caplog.text)

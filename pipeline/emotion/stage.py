@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any, Iterable
@@ -143,7 +144,7 @@ class EmotionStage(Stage):
         video = store.rows(db, "SELECT id, path, sha256, has_video FROM videos WHERE id=?", (seg["video_id"],))[0]
         spec = self.clip_spec(seg, video)
         task = {
-            "segment_id": sid, "run_index": run_index, "video_id": video["id"], "run_id": self.run_id,
+            "segment_id": sid, "run_index": run_index, "video_id": video["id"], "run_id": self._current_run_id(db),
             "clip_spec": spec.__dict__ | {"bbox": list(spec.bbox) if spec.bbox else None},
             "text": seg.get("text") or "", "seed": self.seed + run_index,
             "item": f"segment {sid} run {run_index} (video {video['id']}, {spec.start_s:.2f}-{spec.end_s:.2f} s)",
@@ -159,6 +160,17 @@ class EmotionStage(Stage):
                 task["clip_sha"] = clip_sha
         return task
 
+    def _current_run_id(self, db) -> int | None:
+        """The runner may set ``run_id``; otherwise the run this process has open, if any."""
+        if self.run_id is None:
+            try:
+                row = db.conn.execute("SELECT id FROM runs WHERE status='running' AND pid=? ORDER BY id DESC LIMIT 1",
+                                      (os.getpid(),)).fetchone()
+            except Exception:  # noqa: BLE001 - an old schema without runs.pid
+                row = None
+            self.run_id = int(row[0]) if row else None
+        return self.run_id
+
     def _indexed_clip_sha(self, spec: ClipSpec) -> str | None:
         f = self.project.stage_cache("clips") / "index" / f"{spec.key()}.json"
         try:
@@ -167,22 +179,29 @@ class EmotionStage(Stage):
             return None
 
     def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> None:
+        if db.conn.in_transaction:  # the runner commits each item inside its own transaction
+            self._write(db, task, result)
+        else:
+            with store.transaction(db):
+                self._write(db, task, result)
+
+    def _write(self, db, task: dict[str, Any], result: dict[str, Any]) -> None:
         run_id = task.get("run_id") or self.run_id
-        with store.transaction(db) as conn:
-            if result.get("error"):
-                err = result["error"]
-                store.record_error(db, "emotion", scrub(err["message"]), run_id=run_id, video_id=task["video_id"],
-                                   segment_id=task["segment_id"], detail=scrub(err.get("detail")), path=result.get("clip_path"))
-                return
-            a = result["annotation"]
-            row = {k: a.get(k) for k in ANNOTATION_FIELDS} | {
-                "segment_id": task["segment_id"], "run_id": run_id, "created_at": store.now()}
-            cols = list(row)
-            conn.execute(f"INSERT OR IGNORE INTO annotations ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                         [row[c] for c in cols])
-            if result.get("clip_sha"):
-                conn.execute("UPDATE segments SET clip_sha=?, clip_path=? WHERE id=?",
-                             (result["clip_sha"], result.get("clip_path"), task["segment_id"]))
+        conn = db.conn
+        if result.get("error"):
+            err = result["error"]
+            store.record_error(db, "emotion", scrub(err["message"]), run_id=run_id, video_id=task["video_id"],
+                               segment_id=task["segment_id"], detail=scrub(err.get("detail")), path=result.get("clip_path"))
+            return
+        a = result["annotation"]
+        row = {k: a.get(k) for k in ANNOTATION_FIELDS} | {
+            "segment_id": task["segment_id"], "run_id": run_id, "created_at": store.now()}
+        cols = list(row)
+        conn.execute(f"INSERT OR IGNORE INTO annotations ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                     [row[c] for c in cols])
+        if result.get("clip_sha"):
+            conn.execute("UPDATE segments SET clip_sha=?, clip_path=? WHERE id=?",
+                         (result["clip_sha"], result.get("clip_path"), task["segment_id"]))
 
     # ---- worker side -------------------------------------------------------------
     def load(self) -> None:

@@ -72,6 +72,10 @@ def classify(exc: BaseException) -> TransientError | None:
         pass
     if isinstance(exc, ConnectionError):
         return TransientError(f"connection error ({type(exc).__name__})")
+    # Without aiohttp the SDK uses httpx/httpx2, whose errors subclass neither of the above.
+    names = {c.__name__ for c in type(exc).__mro__}
+    if names & {"TimeoutException", "NetworkError", "RemoteProtocolError"}:
+        return TransientError(f"connection error ({type(exc).__name__})")
     return None
 
 
