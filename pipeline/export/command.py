@@ -8,7 +8,6 @@ from typing import List, Optional
 import typer
 
 from .dataset import export_dataset
-from .formats import FORMATS
 from .select import ExportError, ExportFilters
 
 
@@ -83,4 +82,3 @@ def export_command(
     typer.echo(result.summary())
 
 
-__all__ = ["export_command", "FORMATS"]
