@@ -110,6 +110,7 @@ SPEC: list[Setting] = [
     Setting("emotion", "backoff_s", 1.0, "First retry delay; doubles per retry (capped by max_backoff_s); Retry-After wins when longer."),
     Setting("emotion", "max_backoff_s", 60.0, "Longest wait between two retries."),
     Setting("emotion", "max_output_tokens", 2048, "Answer length cap (the JSON with three analyses and a rationale)."),
+    Setting("emotion", "thinking_budget", -1, "Gemini thinking tokens (billed as output): -1 = the model's default, 0 = off, N = cap."),
     Setting("emotion", "timeout_s", 120.0, "Per-request timeout."),
     Setting("emotion", "media_resolution", "low", "Gemini media resolution: low, medium or high.", ("low", "medium", "high")),
     Setting("emotion", "price_input_per_mtok", 0.30, "USD per million input tokens (for cost accounting)."),

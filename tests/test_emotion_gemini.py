@@ -256,3 +256,10 @@ def test_through_the_runner(gproject, server, caplog):
     again = Runner(gproject, "emotion").run()  # resume: only what is missing
     assert len(annotations(gproject.db())) == 6 and again.stages["emotion"].ok == len(errs)
     assert_no_key(gproject, caplog.text)
+
+
+def test_thinking_budget_is_sent_when_set(gproject, server):
+    set_cfg(gproject, emotion__thinking_budget=0)
+    run_emotion(gproject)
+    gc = gen_requests(server)[0]["json"]["generationConfig"]
+    assert g(g(gc, "thinkingConfig"), "thinkingBudget") == 0

@@ -23,6 +23,7 @@ text); the next run retries it. Network give-ups and unreadable sources raise St
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
 import os
@@ -211,6 +212,7 @@ class EmotionStage(Stage):
             self._backend = make_backend(self.cfg)
             self._loop = _LoopThread()
             self._sem = asyncio.Semaphore(max(1, int(self.cfg["emotion"]["concurrency"])))
+            atexit.register(self.close)  # close network sessions even if the caller never does
 
     def close(self) -> None:
         """Close network sessions and stop the stage's loop (safe to call twice)."""
@@ -222,6 +224,7 @@ class EmotionStage(Stage):
             finally:
                 self._loop.stop()
                 self._loop = None
+                atexit.unregister(self.close)
 
     def process(self, task: dict[str, Any]) -> dict[str, Any]:
         """Thread-safe: runs the item on the stage's loop and blocks until its answer."""

@@ -102,6 +102,7 @@ class GeminiBackend(Backend):
         self.temperature = float(e["temperature"])
         self.max_output_tokens = int(e.get("max_output_tokens", 2048))
         self.media_resolution = str(e.get("media_resolution", "low"))
+        self.thinking_budget = int(e.get("thinking_budget", -1))
         self.inline_max_bytes = float(c["inline_max_mb"]) * 1e6
         self.poll_s = 0.5
         self.file_timeout_s = max(60.0, self.timeout_s * 2)
@@ -152,6 +153,8 @@ class GeminiBackend(Backend):
             response_mime_type="application/json",
             response_schema=gemini_schema(req.prompt.label_set),
             media_resolution=MEDIA_RESOLUTION.get(self.media_resolution),
+            thinking_config=types.ThinkingConfig(thinking_budget=self.thinking_budget) if self.thinking_budget >= 0 else None,
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),  # no tools here
         )
 
     async def annotate(self, req: Request) -> Reply:
