@@ -176,3 +176,17 @@ def test_scrub_masks_env_keys(monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", "AIzaSecretValue123")
     assert scrub("url?key=AIzaSecretValue123&x") == "url?key=***&x"
     assert scrub(None) == ""
+
+
+def test_audio_only_source_gives_a_wav_clip(tmp_path, demo_clip):
+    import numpy as np
+
+    from pipeline.emotion.clips import AUDIO_RATE, _encode, read_audio
+
+    src = str(tmp_path / "talk.m4a")
+    t = np.arange(int(3.0 * AUDIO_RATE)) / AUDIO_RATE
+    _encode(src, None, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 5.0)
+    clip = cut_clip(ClipSpec(src, "a", 1.0, 2.0, bbox=(0, 0, 10, 10)), tmp_path / "clips")
+    assert clip.path.endswith(".wav") and clip.mime_type == "audio/wav" and not clip.has_video
+    x = read_audio(clip.path)
+    assert abs(len(x) / AUDIO_RATE - 1.0) < 0.01 and 0.25 < np.abs(x).max() < 0.35

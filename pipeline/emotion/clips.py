@@ -21,7 +21,7 @@ import numpy as np
 
 AUDIO_RATE = 16000  # what the annotators resample speech to anyway
 VIDEO_MIME = "video/mp4"
-AUDIO_MIME = "audio/mp4"
+AUDIO_MIME = "audio/wav"  # audio-only sources: 16 kHz PCM WAV, a format every backend accepts
 
 
 class ClipError(Exception):
@@ -201,7 +201,7 @@ def cut_clip(spec: ClipSpec, out_dir: str | Path) -> Clip:
     if vid is None and not len(audio):
         raise ClipError(f"{spec.video_path} has neither video nor audio in {spec.t0:.2f}-{spec.t1:.2f} s")
     has_video = vid is not None and bool(vid[0])
-    suffix = ".mp4" if has_video else ".m4a"
+    suffix = ".mp4" if has_video else ".wav"
     fd, tmp = tempfile.mkstemp(suffix=suffix, dir=out_dir)
     os.close(fd)
     try:
@@ -221,6 +221,15 @@ def cut_clip(spec: ClipSpec, out_dir: str | Path) -> Clip:
 
 
 def _encode(path: str, vid, audio: np.ndarray, fps: float) -> None:
+    if path.endswith(".wav"):
+        import wave
+
+        with wave.open(path, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(AUDIO_RATE)
+            w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+        return
     fmt = "mp4" if path.endswith(".mp4") else "ipod"
     with av.open(path, mode="w", format=fmt) as out:
         out.metadata.clear() if hasattr(out.metadata, "clear") else None
