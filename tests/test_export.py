@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tarfile
@@ -576,3 +577,17 @@ def test_preview_and_choices_for_the_export_dialog(proj, clips):
 def test_a_misspelt_emotion_is_a_usage_error(proj, tmp_path):
     with pytest.raises(ExportError, match=r"--emotions: Joyy not in label set cowen26; choose from Admiration"):
         export_dataset(proj, tmp_path / "ds", "jsonl", ExportFilters(emotions=("Joyy", "anger")))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="stale-folder cleanup needs a POSIX process probe")
+def test_a_killed_exports_temporary_folder_is_cleaned_up_next_time(proj, tmp_path):
+    import subprocess
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".ds.partial-{dead.pid}-deadbeef"
+    alive = tmp_path / f".ds.partial-{os.getpid()}-cafebabe"  # e.g. another export still running
+    for d in (stale, alive):
+        (d / "audio").mkdir(parents=True)
+    export_dataset(proj, tmp_path / "ds", "jsonl", ExportFilters(emotions=("Joy",)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "ds"])

@@ -92,6 +92,26 @@ def _check_out(out: Path, project_root: Path, force: bool) -> None:
         raise ExportError(f"{out}: folder is not empty; choose an empty one or pass --force to replace it")
 
 
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # no safe liveness probe (os.kill on Windows terminates): keep the folder
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale(out: Path) -> None:
+    """Temporary folders of exports to OUT whose process died (killed, power cut) go away."""
+    for p in out.parent.glob(f".{out.name}.partial-*"):
+        pid = p.name.rsplit(".partial-", 1)[1].split("-")[0]
+        if p.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def _install(tmp: Path, out: Path) -> None:
     """Put the finished export at OUT; a previous OUT is moved aside first and then deleted."""
     old = None
@@ -188,7 +208,8 @@ def export_dataset(
             by_video.setdefault(c["video_sha"], []).append(rec)
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.partial-{secrets.token_hex(4)}")
+        _remove_stale(out)
+        tmp = out.with_name(f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
         tmp.mkdir()
         try:
             written, skipped = _write(proj, db, tmp, fmt, opts, videos, by_video, len(sel.clips), progress)
