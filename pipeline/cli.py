@@ -167,6 +167,7 @@ app.command("doctor")(_doctor)
 from .evaluate import eval_command; app.command("eval")(eval_command)  # noqa: E402,E702
 from .review_stats import review_stats_command; app.command("review-stats")(review_stats_command)  # noqa: E402,E702
 from .emotion_map import map_command; app.command("map")(map_command)  # noqa: E402,E702
+from .report import report_command; app.command("report")(report_command)  # noqa: E402,E702
 from .export.command import export_command; app.command("export")(export_command)  # noqa: E402,E702
 
 
