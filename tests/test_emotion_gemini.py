@@ -222,14 +222,25 @@ def test_threads_share_one_concurrency_limit(gproject, server, demo_clip):
     assert server.max_in_flight == 2
 
 
-def test_api_key_never_leaks(gproject, server, caplog):
-    # A hostile/buggy proxy echoes the key in an error body and in an answer.
+def test_api_key_never_leaks(gproject, server, caplog, tmp_path):
+    from gemini_server import valid_answer
+
+    from pipeline.export import export_dataset
+
+    # A hostile/buggy proxy echoes the key in an error body, in invalid answers and in a valid one.
+    leaky = valid_answer(COWEN, "Joy") | {"rationale": f"I was called with key {API_KEY}."}
     server.script += [Reply(400, body={"error": {"code": 400, "status": "INVALID_ARGUMENT",
                                                  "message": f"API key {API_KEY} not valid"}}),
-                      Reply(text=f"key={API_KEY}"), Reply(text=f"key={API_KEY}")]
+                      Reply(text=f"key={API_KEY}"), Reply(text=f"key={API_KEY}"), Reply(text=json.dumps(leaky))]
     stage, db, failures = run_emotion(gproject)
     assert len(failures) == 1 and "400" in failures[0] and "***" in failures[0]
     assert len(errors(db)) == 2  # the 400 and the invalid answer
+    rows = annotations(db)
+    assert len(rows) == 1 and "***" in rows[0]["rationale"] and "***" in rows[0]["raw_response"]
+    out = tmp_path / "export"
+    export_dataset(gproject, out, "jsonl", audio="mix")
+    exported = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
+    assert b"***" in exported and API_KEY.encode() not in exported
     assert_no_key(gproject, *failures, caplog.text, *[e["detail"] or "" for e in errors(db)])
 
 
