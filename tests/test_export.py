@@ -404,6 +404,14 @@ def test_non_empty_out_needs_force(proj, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
     with pytest.raises(ExportError, match="would replace the project"):
         export_dataset(proj, proj.root, "jsonl", ExportFilters(), force=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mikupal.toml").write_text("")
+    with pytest.raises(ExportError, match="holds a MIKU-PAL project"):
+        export_dataset(proj, other, "jsonl", ExportFilters(), force=True)
+    assert (other / "mikupal.toml").exists()
+    other.joinpath("mikupal.toml").unlink()
+    other.rmdir()
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ExportError, match="not a folder"):
         export_dataset(proj, tmp_path / "afile", "jsonl", ExportFilters())

@@ -88,6 +88,8 @@ def _check_out(out: Path, project_root: Path, force: bool) -> None:
     root = project_root.resolve()
     if out == root or out in root.parents:
         raise ExportError(f"{out}: would replace the project itself; export into a new folder, e.g. {root / 'exports' / 'v1'}")
+    if (out / "mikupal.toml").exists() or (out / "project.db").exists():
+        raise ExportError(f"{out}: holds a MIKU-PAL project; export into a new folder, not over a project")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ExportError(f"{out}: folder is not empty; choose an empty one or pass --force to replace it")
 
