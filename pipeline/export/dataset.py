@@ -283,6 +283,17 @@ def _write(proj, db, tmp, fmt, opts, videos, by_video, total, progress):
     scratch.mkdir()
     written: list[dict] = []
     skipped: list[str] = []
+    try:
+        _write_videos(proj, db, writer, scratch, opts, videos, by_video, total, progress, written, skipped)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.finish()
+    shutil.rmtree(scratch)
+    return written, skipped
+
+
+def _write_videos(proj, db, writer, scratch, opts, videos, by_video, total, progress, written, skipped) -> None:
     for sha in sorted(by_video):
         recs, video = by_video[sha], videos[sha]
         try:
@@ -316,9 +327,6 @@ def _write(proj, db, tmp, fmt, opts, videos, by_video, total, progress):
         except audio_mod.SourceError as e:
             skipped.append(f"{len(recs)} clips of video {sha[:12]}: {e}")
             store.record_error(db, "export", str(e), video_id=video["id"])
-    writer.finish()
-    shutil.rmtree(scratch)
-    return written, skipped
 
 
 def _result(out, fmt, written, skipped, manifest_sha) -> ExportResult:

@@ -65,6 +65,9 @@ class Writer:
     def finish(self) -> None:
         pass
 
+    def abort(self) -> None:
+        """Release open files after a failure (the driver then deletes the folder)."""
+
     def _wav(self, rel: str, samples) -> None:
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,6 +174,8 @@ class WebDatasetWriter(Writer):
         for tar, _, _ in self.open.values():
             tar.close()
         self.open.clear()
+
+    abort = finish
 
 
 class LabWriter(Writer):
