@@ -3,7 +3,6 @@ and a small driver loop that runs the emotion stage's prepare/process/commit lik
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -102,10 +101,11 @@ def env_for_gemini(monkeypatch, url: str) -> None:
     monkeypatch.setenv("MIKUPAL_GEMINI_BASE_URL", url)
 
 
-def assert_no_key(project: Project, *texts: str) -> None:
-    assert API_KEY.encode() not in db_bytes(project), "the API key reached project.db"
+def assert_no_key(project: Project, *texts: str, key: str = API_KEY) -> None:
+    """The key is in no DB page (file + WAL), no given message/log text, no project text file."""
+    assert key.encode() not in db_bytes(project), "the API key reached project.db"
     for t in texts:
-        assert API_KEY not in (t or ""), "the API key reached a message/log"
+        assert key not in (t or ""), "the API key reached a message/log"
     for p in Path(project.root).rglob("*"):
         if p.is_file() and p.suffix in (".log", ".json", ".jsonl", ".txt"):
-            assert API_KEY not in p.read_text(errors="ignore"), f"the API key reached {p}"
+            assert key not in p.read_text(errors="ignore"), f"the API key reached {p}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 
-from gemini_server import STATUS_NAME, Reply, ScriptedServer, error_body, valid_answer  # noqa: F401
+from gemini_server import Reply, ScriptedServer, valid_answer  # noqa: F401 - Reply is re-exported for tests
 
 
 class OpenAIServer(ScriptedServer):
