@@ -197,6 +197,29 @@ def _ordinal_distance(counts: np.ndarray) -> np.ndarray:
     return d
 
 
+def _alpha_interval(rows: list[list], n_units: int) -> float:
+    """Interval alpha from sums of squares, without a values x values coincidence matrix:
+    intensities are near-continuous, so the value domain can be as large as the data.
+    Within a unit of m values, the sum over ordered pairs of (a - b)^2 is 2(m*S2 - S1^2)."""
+    x = np.full((len(rows), n_units), np.nan)
+    for i, r in enumerate(rows):
+        x[i, :len(r)] = [np.nan if _is_missing(v) else float(v) for v in r]
+    m = (~np.isnan(x)).sum(axis=0)
+    x = x[:, m >= 2]
+    m = m[m >= 2]
+    if not m.size:
+        return float("nan")
+    x = x - np.nanmean(x)  # alpha is shift-invariant; centring keeps the sums of squares exact
+    s1 = np.nansum(x, axis=0)
+    s2 = np.nansum(x * x, axis=0)
+    observed = (2 * (m * s2 - s1 * s1) / (m - 1)).sum()
+    n = m.sum()
+    expected = 2 * (n * s2.sum() - s1.sum() ** 2) / (n - 1)
+    if expected <= 0:
+        return float("nan")  # no variation at all: agreement is undefined
+    return float(1.0 - observed / expected)
+
+
 def krippendorff_alpha(reliability_data: Sequence[Sequence[Any]], level: str = "nominal") -> float:
     """Krippendorff's alpha for raters x units data with missing values (None/NaN).
 
@@ -207,6 +230,8 @@ def krippendorff_alpha(reliability_data: Sequence[Sequence[Any]], level: str = "
         raise ValueError(f"level={level!r}: use nominal, ordinal, interval or ratio")
     rows = [list(r) for r in reliability_data]
     n_units = max((len(r) for r in rows), default=0)
+    if level == "interval":
+        return _alpha_interval(rows, n_units)
     values = sorted({v for r in rows for v in r if not _is_missing(v)}, key=lambda v: (str(type(v)), v))
     if len(values) < 1:
         return float("nan")
