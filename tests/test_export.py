@@ -330,7 +330,7 @@ def test_splits_keep_videos_whole_follow_fractions_and_repeat():
 
 # ---- reproducibility and safety ----------------------------------------------------------------
 
-@pytest.mark.parametrize("fmt", ["jsonl", "webdataset", "elan"])
+@pytest.mark.parametrize("fmt", ["jsonl", "hf", "webdataset", "lab", "elan"])
 def test_exporting_twice_gives_identical_bytes(proj, tmp_path, fmt):
     a, b = tmp_path / "a", tmp_path / "b"
     ra = export_dataset(proj, a, fmt, ExportFilters(min_snr=3), shard_size_mb=0.1)
