@@ -502,6 +502,11 @@ def test_cli_export_and_usage_errors(proj, tmp_path):
             recs += [json.loads(tar.extractfile(m).read()) for m in tar.getmembers() if m.name.endswith(".json")]
     assert len(recs) == 8 and {r_["sample_rate"] for r_ in recs} == {16000}
     assert {r_["split"] for r_ in recs} <= {"train", "dev"}
+    r = runner.invoke(app, ["export", str(proj.root), str(tmp_path / "dry"), "--dry-run", "--accepted-only"])
+    assert r.exit_code == 0, r.output
+    assert "16 clips after annotation set gemini/gemini-2.5-flash/cowen26 run 0" in r.output
+    assert "clips after --accepted-only" in r.output and "would export" in r.output
+    assert not (tmp_path / "dry").exists()
     for target, args, needle in (
         (out, [], "not empty"),
         (tmp_path / "new", ["--format", "csv"], "--format 'csv'"),

@@ -40,6 +40,7 @@ def export_command(
     shard_size: Optional[float] = typer.Option(None, "--shard-size", help="webdataset: shard size in MB."),
     lab_template: Optional[str] = typer.Option(None, help="lab: transcript template, e.g. '({emotion}) {text}'."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty OUT."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what each filter keeps; write nothing."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a setting: section.key=value."),
 ):
     """Export reviewed clips as a dataset (WAV + labels, README.md card, SHA256SUMS)."""
@@ -51,6 +52,18 @@ def export_command(
         min_intensity=min_intensity, min_duration=min_duration, max_duration=max_duration, min_snr=min_snr,
         languages=_csv(language), min_asd=min_asd, max_per_video=max_per_video, label_set=label_set,
         run_index=run_index, backend=backend, model=model)
+    if dry_run:
+        from .dataset import preview_export
+
+        try:
+            pv = preview_export(proj, filters)
+        except ExportError as e:
+            raise fail(str(e))
+        for name, left in pv["steps"]:
+            typer.echo(f"{left:>7} clips after {name}")
+        typer.echo(f"would export {pv['clips']} clips ({pv['hours']:.3f} h) from {pv['videos']} videos: "
+                   + ", ".join(f"{e} {n}" for e, n in pv["per_emotion"].items()))
+        return
     split_values = None
     if splits is not None:
         try:
