@@ -366,18 +366,13 @@ def sync_score(faces: np.ndarray, samples: np.ndarray, rate: int) -> float:
 # ---------------------------------------------------------------------------------------
 # TalkNet (user-supplied weights)
 # ---------------------------------------------------------------------------------------
-TALKNET_URL = "https://github.com/TaoRuijie/TalkNet-ASD (pretrain_TalkSet.model)"
-
-
 def load_talknet(path: str | Path, device: str = "cpu"):
-    """TalkNet needs weights the user supplies; say where to put them when absent."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelMissingError(
-            f"TalkNet weights not found: {path.name} is missing from {path.parent}; "
-            f"put the file from {TALKNET_URL} there, or set [asd] model = \"light-asd\" or \"sync\""
-        )
-    raise ModelMissingError(
-        f"{path}: TalkNet weights found, but this MIKU-PAL build has no TalkNet network to load "
-        "them into; set [asd] model = \"light-asd\" (same inputs, official weights) or \"sync\""
+    """TalkNet weights are user-supplied (the model manager resolves the file and says where
+    it goes when absent). The TalkNet network itself is not part of this build yet, so a
+    present file is refused with a line saying what to use instead."""
+    from ..stage import StageError
+
+    raise StageError(
+        f"{path}: TalkNet weights found, but this MIKU-PAL build has no TalkNet network to load them into; "
+        "set [asd] model = \"light-asd\" (same inputs, official weights bundled) or \"sync\""
     )
