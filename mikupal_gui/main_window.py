@@ -173,6 +173,7 @@ class MainWindow(QMainWindow):
         self.run_panel.openItem.connect(self.open_item)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(self.run_panel)
         self.run_dock = QDockWidget("Run pipeline", self)
         self.run_dock.setObjectName("runDock")
@@ -505,6 +506,8 @@ class MainWindow(QMainWindow):
         state = self.settings.value("window/state")
         if state is not None:
             self.restoreState(state, STATE_VERSION)
+        else:
+            self.resizeDocks([self.run_dock], [430], Qt.Orientation.Horizontal)
         split = self.settings.value("window/data_split")
         if split is not None:
             self.data_split.restoreState(split)

@@ -41,43 +41,50 @@ def fmt_eta(seconds: float | None) -> str:
 
 
 class StageProgress(QWidget):
-    """Name, bar and 'done/total · items/s · ETA · errors' for one stage."""
+    """One stage: its name and 'items/s · ETA · errors' above a 'done/total' bar."""
 
     def __init__(self, stage: str, parent=None):
         super().__init__(parent)
         self.stage = stage
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
+        lay = QGridLayout(self)
+        lay.setContentsMargins(0, 2, 0, 2)
+        lay.setVerticalSpacing(1)
         self.name = QLabel(STAGE_TITLES.get(stage, stage))
-        self.name.setMinimumWidth(110)
+        self.info = QLabel("waiting")
+        self.info.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.info.setStyleSheet("color: palette(mid);")
         self.bar = QProgressBar()
         self.bar.setRange(0, 1)
         self.bar.setValue(0)
-        self.bar.setFormat("waiting")
-        self.info = QLabel("")
-        self.info.setMinimumWidth(230)
-        lay.addWidget(self.name)
-        lay.addWidget(self.bar, 1)
-        lay.addWidget(self.info)
+        self.bar.setFormat("")
+        self.bar.setMaximumHeight(16)
+        lay.addWidget(self.name, 0, 0)
+        lay.addWidget(self.info, 0, 1)
+        lay.addWidget(self.bar, 1, 0, 1, 2)
 
-    def update_from(self, ev) -> None:
+    def update_from(self, ev, finished: bool = False) -> None:
         total = max(int(ev.total), 0)
         done = min(int(ev.done), total) if total else int(ev.done)
         self.bar.setRange(0, max(total, 1))
         self.bar.setValue(done if total else 0)
-        self.bar.setFormat(f"{done}/{total}" if total else "nothing to do")
-        parts = [f"{ev.rate:.2f} items/s" if ev.rate else "", f"ETA {fmt_eta(ev.eta_s)}" if done < total else ""]
+        if not total:
+            # Nothing reached this stage: all done before, or its inputs failed upstream.
+            self.bar.setFormat("no items" if finished else "waiting for input")
+            self.info.setText("")
+            self.setToolTip("No item needed this stage in this run (already done, or an earlier stage failed for it).")
+            return
+        self.bar.setFormat(f"{done}/{total}")
+        parts = [f"{ev.rate:.2f} items/s" if ev.rate else ""]
+        if done < total:
+            parts.append(f"ETA {fmt_eta(ev.eta_s)}")
+        elif finished:
+            parts.append("done")
         if ev.errors:
-            parts.append(f"{ev.errors} error{'s' if ev.errors != 1 else ''}")
+            parts.append(f"<span style='color:#b3261e'>{ev.errors} error{'s' if ev.errors != 1 else ''}</span>")
         self.info.setText(" · ".join(p for p in parts if p))
-        self.info.setStyleSheet("color: #b3261e;" if ev.errors else "")
 
     def finish(self, ev) -> None:
-        self.update_from(ev)
-        total = max(int(ev.total), 0)
-        self.bar.setRange(0, max(total, 1))
-        self.bar.setValue(max(total, 1) if total else 1)
-        self.bar.setFormat(f"{ev.done}/{total} done" if total else "nothing to do")
+        self.update_from(ev, finished=True)
 
 
 class RunPanel(QWidget):
@@ -160,8 +167,8 @@ class RunPanel(QWidget):
 
         err_box = QGroupBox("Errors (double-click to open the item)")
         el = QVBoxLayout(err_box)
-        self.errors = QTableWidget(0, 4)
-        self.errors.setHorizontalHeaderLabels(["Stage", "Item", "Message", "When"])
+        self.errors = QTableWidget(0, 3)
+        self.errors.setHorizontalHeaderLabels(["Stage", "Item", "Message"])
         self.errors.verticalHeader().setVisible(False)
         self.errors.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.errors.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -170,9 +177,14 @@ class RunPanel(QWidget):
         h.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         h.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         h.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        h.setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)
+
         self.errors.cellDoubleClicked.connect(self._error_activated)
+        self.errors.currentCellChanged.connect(lambda r, *_: self._show_error_detail(r))
         el.addWidget(self.errors)
+        self.error_detail = QLabel("")
+        self.error_detail.setWordWrap(True)
+        self.error_detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        el.addWidget(self.error_detail)
         root.addWidget(err_box, 1)
         self._backend_changed(self.backend.currentText())
 
@@ -224,17 +236,23 @@ class RunPanel(QWidget):
         self.errors.setRowCount(0)
         for r in reversed(rows):
             self._add_error(r["stage"], r["video_id"], r["segment_id"], r["message"], r["created_at"] or "", r["path"])
+        if rows:
+            self.errors.setCurrentCell(0, 0)
 
     def _add_error(self, stage, video_id, segment_id, message, when, path=None) -> None:
         self.errors.insertRow(0)
         item = ("segment %d" % segment_id if segment_id else "video %d" % video_id if video_id
                 else Path(path).name if path else "—")
-        cells = [stage or "", item, message or "", (when or "")[:19].replace("T", " ")]
-        for c, text in enumerate(cells):
+        when = (when or "")[:19].replace("T", " ")
+        for c, text in enumerate([stage or "", item, message or ""]):
             it = QTableWidgetItem(text)
-            it.setToolTip(message or "")
+            it.setToolTip(f"{when}: {message}" if when else (message or ""))
             it.setData(Qt.ItemDataRole.UserRole, (video_id or -1, segment_id or -1))
             self.errors.setItem(0, c, it)
+
+    def _show_error_detail(self, row: int) -> None:
+        it = self.errors.item(row, 2) if row >= 0 else None
+        self.error_detail.setText(it.toolTip() if it is not None else "")
 
     def _error_activated(self, row: int, _col: int) -> None:
         it = self.errors.item(row, 0)

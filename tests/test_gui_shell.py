@@ -463,18 +463,37 @@ def test_window_state_and_last_project_come_back(qtbot, small, settings):
     win2.close()
 
 
-def test_main_returns_the_exit_code(qtbot, small, isolated_settings):
-    from PySide6.QtWidgets import QApplication
+def test_mikupal_gui_opens_the_project_and_returns_the_exit_code(small, tmp_path):
+    """`mikupal gui PROJECT` in a real process: the window opens the project, the user closes
+    it, the process exits 0 (a script closes the window once the table has rows)."""
+    import subprocess
 
-    from mikupal_gui.app import main
-
-    def close_all():
-        for w in QApplication.topLevelWidgets():
-            w.close()
-        QApplication.instance().exit(0)
-
-    QTimer.singleShot(1500, close_all)
-    assert main(str(small.root)) == 0
+    script = (
+        "import sys\n"
+        "from PySide6.QtCore import QTimer\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "import mikupal_gui.app as gui\n"
+        "make = gui.make_app\n"
+        "def close_when_loaded():\n"
+        "    wins = [w for w in QApplication.topLevelWidgets() if type(w).__name__ == 'MainWindow']\n"
+        "    m = wins[0].segments_model if wins else None\n"
+        "    if m is not None and m.rowCount() and not m.busy():\n"
+        "        print('rows', m.total(), flush=True); wins[0].close()\n"
+        "    else:\n"
+        "        QTimer.singleShot(100, close_when_loaded)\n"
+        "def make_app(argv=None):\n"
+        "    a = make(argv); QTimer.singleShot(100, close_when_loaded); return a\n"
+        "gui.make_app = make_app\n"
+        "from pipeline.cli import app\n"
+        "app(['gui', sys.argv[1]])\n"
+    )
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+           "HOME": str(tmp_path / "home")}
+    r = subprocess.run([sys.executable, "-c", script, str(small.root)], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "rows 300" in r.stdout
+    assert (tmp_path / "cfg" / "MIKU-PAL" / "MIKU-PAL.conf").exists()   # state saved for the next start
 
 
 def test_pipeline_never_imports_qt():
@@ -483,3 +502,43 @@ def test_pipeline_never_imports_qt():
     code = ("import sys, pipeline.cli, pipeline.runner, pipeline.store, pipeline.metrics; "
             "sys.exit(any(m.startswith('PySide6') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# ---- export dialog ---------------------------------------------------------------------------
+
+def test_export_dialog_previews_then_exports_in_the_background(qtbot, tmp_path):
+    import export_fixture as fx
+
+    from pipeline.export import ExportFilters
+    from pipeline.export.dataset import preview_export
+
+    from mikupal_gui.dialogs import ExportDialog
+
+    proj, clips = fx.build(tmp_path / "proj", tmp_path / "videos")
+    dlg = ExportDialog(proj.root, fx.EMOTIONS)
+    qtbot.addWidget(dlg)
+    dlg.out.setText(str(tmp_path / "out"))
+    dlg.fmt.setCurrentIndex(dlg.fmt.findData("jsonl"))
+    dlg.accepted_only.setChecked(True)
+    want = preview_export(proj.root, ExportFilters(accepted_only=True))
+    assert 0 < want["clips"] < len(clips)
+    try:
+        qtbot.waitUntil(lambda: f"<b>{want['clips']}</b> clips" in dlg.preview.text(), timeout=30000)
+    except Exception:
+        raise AssertionError(f"preview shows {dlg.preview.text()!r}")
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(10)
+    with qtbot.waitSignal(dlg.thread_done, timeout=120000):
+        dlg.export_btn.click()
+    timer.stop()
+    assert dlg.result is not None, dlg.message.text()
+    assert dlg.result.n_items == want["clips"] == sum(c.accepted for c in clips)
+    assert (tmp_path / "out" / "README.md").exists()
+    assert f"exported {want['clips']} clips" in dlg.message.text()
+    assert ticks, "the event loop stalled during the export"
+    # A second export into the same non-empty folder needs the "replace" box: one clear line.
+    with qtbot.waitSignal(dlg.thread_done, timeout=60000):
+        dlg.export_btn.click()
+    assert dlg.message.text().startswith("Export failed:") and "\n" not in dlg.message.text()

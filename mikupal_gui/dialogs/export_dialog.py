@@ -8,7 +8,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QProgressBar, QPushButton, QSpinBox,
     QVBoxLayout, QWidget,
 )
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer, Signal
 
 from ..workers import TaskThread
 
@@ -27,6 +27,8 @@ def _optional(spin, enabled: QCheckBox):
 
 class ExportDialog(QDialog):
     """Calls pipeline.export.export_dataset on a TaskThread with a progress bar and cancel."""
+
+    thread_done = Signal()  # an export finished, failed or was cancelled
 
     def __init__(self, project_root: str | Path, emotions: list[str] = (), parent=None):
         super().__init__(parent)
@@ -96,6 +98,23 @@ class ExportDialog(QDialog):
         self.per_video_cb.toggled.connect(self.per_video.setEnabled)
         ff.addRow(self.per_video_cb, self.per_video)
         lay.addWidget(filt)
+        self.preview = QLabel("")
+        self.preview.setWordWrap(True)
+        self.preview.setStyleSheet("color: palette(mid);")
+        lay.addWidget(self.preview)
+        # Any filter change re-counts what the export would hold (no audio is cut for that).
+        self._preview_timer = QTimer(self)
+        self._preview_timer.setSingleShot(True)
+        self._preview_timer.setInterval(300)
+        self._preview_timer.timeout.connect(self.update_preview)
+        self._preview_thread: TaskThread | None = None
+        self._preview_again = False
+        for cb in (self.accepted_only, self.min_int[0], self.min_dur[0], self.max_dur[0], self.min_asd[0],
+                   self.per_video_cb):
+            cb.toggled.connect(lambda _b: self._preview_timer.start())
+        for sp in (self.min_int[1], self.min_dur[1], self.max_dur[1], self.min_asd[1], self.per_video):
+            sp.valueChanged.connect(lambda _v: self._preview_timer.start())
+        self.emotions.itemChanged.connect(lambda _it: self._preview_timer.start())
 
         self.progress = QProgressBar()
         self.progress.setVisible(False)
@@ -109,6 +128,32 @@ class ExportDialog(QDialog):
         self.export_btn.clicked.connect(self.start)
         self.close_btn.clicked.connect(self._close_or_cancel)
         lay.addWidget(self.buttons)
+        self._preview_timer.start()
+
+    def update_preview(self) -> None:
+        from pipeline.export.dataset import preview_export
+
+        if self._preview_thread is not None and self._preview_thread.isRunning():
+            self._preview_again = True
+            return
+        root, filters = self.project_root, self.filters()
+        self._preview_thread = TaskThread(lambda progress: preview_export(root, filters), self)
+        self._preview_thread.succeeded.connect(self._show_preview)
+        self._preview_thread.failed.connect(lambda m: self._show_preview(None, m))
+        self._preview_thread.start()
+
+    def _show_preview(self, p: dict | None, error: str = "") -> None:
+        if p is not None:
+            top = ", ".join(f"{e} {n}" for e, n in sorted(p["per_emotion"].items(), key=lambda kv: -kv[1])[:6])
+            self.preview.setText(f"Would export <b>{p['clips']}</b> clips ({p['hours'] * 60:.1f} min) from "
+                                 f"{p['videos']} video{'s' if p['videos'] != 1 else ''}" + (f": {top}" if top else ""))
+            self.export_btn.setEnabled(p["clips"] > 0)
+        else:
+            self.preview.setText(f"<span style='color:#b3261e'>{error}</span>")
+            self.export_btn.setEnabled(False)
+        if self._preview_again:
+            self._preview_again = False
+            self.update_preview()
 
     def _browse(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Export folder", self.out.text())
@@ -162,6 +207,7 @@ class ExportDialog(QDialog):
         self.message.setText(result.summary())
         self.export_btn.setEnabled(True)
         self.close_btn.setText("Close")
+        self.thread_done.emit()
 
     def _failed(self, message: str) -> None:
         self.progress.setVisible(False)
@@ -170,6 +216,7 @@ class ExportDialog(QDialog):
                              else f"Export failed: {message}")
         self.export_btn.setEnabled(True)
         self.close_btn.setText("Close")
+        self.thread_done.emit()
 
     def _close_or_cancel(self) -> None:
         if self.thread is not None and self.thread.isRunning():
@@ -179,7 +226,10 @@ class ExportDialog(QDialog):
         self.reject()
 
     def done(self, r: int) -> None:  # closing with Esc while exporting: stop first
+        self._preview_timer.stop()
         if self.thread is not None and self.thread.isRunning():
             self.thread.cancel()
-            self.thread.wait(10000)
+        for t in (self.thread, self._preview_thread):
+            if t is not None:
+                t.wait(30000)
         super().done(r)
