@@ -8,9 +8,8 @@ intensities, so mixed emotions sit between pure hues; its label is the strongest
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import typer
@@ -20,8 +19,9 @@ from . import store, taxonomy
 GREY = (0.62, 0.62, 0.62)  # an answer with every intensity at 0
 
 
-@dataclass(frozen=True)
-class MapPoint:
+class MapPoint(NamedTuple):
+    """One answer on the map; unpacks as (annotation_id, x, y, rgb, label, text)."""
+
     annotation_id: int
     x: float
     y: float

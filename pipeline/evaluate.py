@@ -346,7 +346,7 @@ def _canon_exclude(ls: taxonomy.LabelSet, names: Iterable[str]) -> list[str]:
 
 
 def score_system(matches: list[Match], runs_by_segment: dict[int, dict[int, dict]], source_set: str,
-                 target: taxonomy.LabelSet, exclude: list[str]) -> dict:
+                 target: taxonomy.LabelSet, exclude: list[str], neutral_below: float | None = None) -> dict:
     """Metrics for one system. The headline numbers use each item's first run (lowest
     run_index); per-run accuracies and Fleiss' kappa across runs describe consistency."""
     cache: dict[tuple, str] = {}
@@ -356,7 +356,8 @@ def score_system(matches: list[Match], runs_by_segment: dict[int, dict[int, dict
         key = (ans["primary"], json.dumps(ans["intensities"], sort_keys=True))
         if key not in cache:
             try:
-                cache[key] = taxonomy.map_label(ans["primary"], ans["intensities"], source_set, target)
+                cache[key] = taxonomy.map_label(ans["primary"], ans["intensities"], source_set, target,
+                                                 neutral_below=neutral_below)
             except taxonomy.TaxonomyError as e:
                 map_errors[str(e)] += 1
                 cache[key] = UNMAPPED
@@ -453,9 +454,11 @@ def _write_predictions_csv(preds: list[dict], path: Path) -> None:
 
 
 def evaluate(db, dataset: str, labels_path: str | Path, label_set: str | None = None,
-             exclude: Iterable[str] = DEFAULT_EXCLUDE, out_dir: str | Path | None = None) -> dict:
+             exclude: Iterable[str] = DEFAULT_EXCLUDE, out_dir: str | Path | None = None,
+             neutral_below: float | None = None) -> dict:
     """Run the whole evaluation; writes eval.json, confusion CSV/PNG and predictions per system
-    under ``out_dir`` (when given) and returns the same result dict."""
+    under ``out_dir`` (when given) and returns the same result dict. ``neutral_below``
+    overrides the mapping's low-intensity-means-neutral threshold (0 turns the rule off)."""
     if dataset not in DATASETS:
         raise EvalError(f"unknown dataset {dataset!r}; use one of: {', '.join(DATASETS)}")
     set_name = label_set or DEFAULT_LABEL_SET[dataset]
@@ -473,7 +476,7 @@ def evaluate(db, dataset: str, labels_path: str | Path, label_set: str | None = 
     systems = []
     for key in sorted(by_system, key=lambda k: tuple(map(str, k))):
         sysd = System(*key)
-        res = score_system(matches, by_system[key], sysd.label_set, target, excl)
+        res = score_system(matches, by_system[key], sysd.label_set, target, excl, neutral_below)
         res.update({"backend": sysd.backend, "model": sysd.model, "label_set": sysd.label_set,
                     "prompt_sha": sysd.prompt_sha, "slug": sysd.slug})
         if out and res["items"]:
@@ -491,6 +494,7 @@ def evaluate(db, dataset: str, labels_path: str | Path, label_set: str | None = 
         "dataset": dataset,
         "labels_file": str(labels_path),
         "label_set": target.name,
+        "neutral_below": neutral_below,
         "created_at": store.now(),
         "references": {
             "total": len(refs),
@@ -562,6 +566,7 @@ def eval_command(
     label_set: Optional[str] = typer.Option(None, "--label-set", help="meld7 (MELD default), iemocap4 (IEMOCAP default), iemocap9, or a label set file."),
     exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Classes left out of the variant table (repeat or comma-separate; default frustration,neutral)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default PROJECT/eval/DATASET-LABELSET)."),
+    neutral_below: Optional[float] = typer.Option(None, "--neutral-below", help="Answers whose strongest intensity is below this map to neutral (default: the mapping's own threshold; 0 turns it off)."),
     as_json: bool = typer.Option(False, "--json", help="Print eval.json instead of the table."),
 ):
     """Accuracy, UA, F1, confusion and run-to-run kappa against MELD or IEMOCAP labels."""
@@ -573,7 +578,7 @@ def eval_command(
     excl = [x.strip() for e in (exclude or list(DEFAULT_EXCLUDE)) for x in e.split(",") if x.strip()]
     out_dir = out or p.root / "eval" / f"{dataset}-{Path(label_set or DEFAULT_LABEL_SET[dataset]).stem}"
     try:
-        result = evaluate(p.db(), dataset, labels, label_set, excl, out_dir)
+        result = evaluate(p.db(), dataset, labels, label_set, excl, out_dir, neutral_below)
     except EvalError as e:
         raise fail(str(e))
     if as_json:

@@ -47,6 +47,8 @@ def test_points_labels_colours_and_clusters(clustered):
     assert len(pts) == 36  # run 0 only
     assert {p.annotation_id for p in pts} == set(expected)
     by_id = {p.annotation_id: p for p in pts}
+    aid, x, y, rgb, label, text = pts[0]  # the GUI unpacks points as plain tuples
+    assert (aid, label, text) == (pts[0].annotation_id, pts[0].label, pts[0].text) and len(rgb) == 3
     for aid, (main, inten) in expected.items():
         p = by_id[aid]
         assert p.label == main

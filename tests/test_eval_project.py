@@ -25,6 +25,7 @@ def _system(result, model):
     return next(s for s in result["systems"] if s["model"] == model)
 
 
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")  # scikit-learn, on purpose
 def test_meld_eval_numbers_and_files(meld, tmp_path):
     project, db, ids, csv_path = meld
     out = tmp_path / "out"
@@ -70,6 +71,20 @@ def test_meld_eval_numbers_and_files(meld, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
     preds = (out / s["files"]["predictions_csv"]).read_text().splitlines()
     assert "dia1_utt2," in preds[5] and preds[5].endswith("anger|sadness,Anger|Sadness")
+
+
+def test_neutral_threshold_can_be_changed_or_turned_off(meld):
+    project, db, ids, csv_path = meld
+    # run 1 of dia1_utt0 is a weak Joy (0.2): neutral under the mapping's rule, joy without it
+    off = _system(evaluate.evaluate(db, "meld", csv_path, neutral_below=0), "gemini-test")
+    assert off["per_run_accuracy"]["1"] == pytest.approx(0.8)
+    assert off["per_run_accuracy"]["0"] == pytest.approx(0.8)
+    # a high threshold turns every answer below 0.75 into neutral: Calmness stays neutral,
+    # Anger 0.7 becomes neutral (still wrong); run 0 is unchanged, run 1 loses Sadness 0.7,
+    # Confusion 0.6 and Sadness 0.6 to neutral
+    high = _system(evaluate.evaluate(db, "meld", csv_path, neutral_below=0.75), "gemini-test")
+    assert high["per_run_accuracy"]["0"] == pytest.approx(0.8)
+    assert high["per_run_accuracy"]["1"] == pytest.approx(0.4)
 
 
 def test_unmappable_answers_count_as_errors(meld):
