@@ -154,9 +154,22 @@ def extract_audio(
                 resamplers[name] = av.AudioResampler(format="s16", layout=_layout(channels), rate=rate)
                 counts[name] = 0
 
+            pending: dict[str, list] = {name: [] for name in outputs}
+            pending_n = dict.fromkeys(outputs, 0)
+
+            def flush(name):
+                if pending[name]:
+                    writers[name].write(np.concatenate(pending[name]))
+                    pending[name].clear()
+                    pending_n[name] = 0
+
             def write(name, arr):
-                writers[name].write(arr)
+                # ~1 s per file write: one soundfile call per decoded frame costs more than the decode
+                pending[name].append(arr)
+                pending_n[name] += arr.shape[0]
                 counts[name] += arr.shape[0]
+                if pending_n[name] >= outputs[name][1]:
+                    flush(name)
 
             def emit(name, frames):
                 ch = outputs[name][2]
@@ -188,6 +201,7 @@ def extract_audio(
                 raise MediaError(f"{src}: audio decoding failed ({type(e).__name__}: {e}); re-encode the file with ffmpeg") from None
             for name in outputs:
                 emit(name, resamplers[name].resample(None))
+                flush(name)
         finally:
             for w in writers.values():
                 w.close()
