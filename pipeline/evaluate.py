@@ -249,16 +249,41 @@ def _segments_by_video(db) -> dict[int, list[dict]]:
     return out
 
 
-def match_references(db, refs: list[Reference]) -> tuple[list[Match], dict]:
-    """Pair references with annotated segments (see the module doc for the rule)."""
-    by_stem: dict[str, int] = {}
-    dup_stems: set[str] = set()
+def split_hint(labels_path: str | Path) -> str | None:
+    """MELD reuses dia/utt numbers across splits: ``dev_sent_emo.csv`` -> ``dev``."""
+    m = re.match(r"(train|dev|test)", Path(labels_path).name.casefold())
+    return m.group(1) if m else None
+
+
+def _videos_by_stem(db, under: str | Path | None, prefer: str | None) -> tuple[dict[str, int], list[str]]:
+    """File stem -> video id. ``under`` keeps only videos below that folder; among videos
+    sharing a stem, one whose folder's name contains ``prefer`` (the split) wins; any tie left is
+    reported as ambiguous and the first added is used."""
+    root = Path(under).expanduser().resolve() if under else None
+    cands: dict[str, list[dict]] = defaultdict(list)
     for v in store.rows(db, "SELECT id, path FROM videos ORDER BY id"):
-        stem = Path(v["path"]).stem
-        if stem in by_stem:
-            dup_stems.add(stem)
-            continue
-        by_stem[stem] = v["id"]
+        p = Path(v["path"])
+        if root is not None:
+            try:
+                p.expanduser().resolve().relative_to(root)
+            except ValueError:
+                continue
+        cands[p.stem].append(v)
+    out, ambiguous = {}, []
+    for stem, vs in cands.items():
+        if len(vs) > 1 and prefer:
+            hit = [v for v in vs if prefer in Path(v["path"]).parent.name.casefold()]  # "train_splits", ...
+            vs = hit or vs
+        if len(vs) > 1:
+            ambiguous.append(stem)
+        out[stem] = vs[0]["id"]
+    return out, sorted(ambiguous)
+
+
+def match_references(db, refs: list[Reference], under: str | Path | None = None,
+                     prefer: str | None = None) -> tuple[list[Match], dict]:
+    """Pair references with annotated segments (see the module doc for the rule)."""
+    by_stem, dup_stems = _videos_by_stem(db, under, prefer)
     segs = _segments_by_video(db)
     matches: list[Match] = []
     no_video: list[str] = []
@@ -298,7 +323,8 @@ def match_references(db, refs: list[Reference]) -> tuple[list[Match], dict]:
         "examples_no_video": no_video[:5],
         "examples_no_segment": no_segment[:5],
         "videos_without_reference": n_videos - len(used_videos),
-        "duplicate_video_stems": sorted(dup_stems)[:5],
+        "ambiguous_video_stems": len(dup_stems),
+        "examples_ambiguous": dup_stems[:5],
     }
     return matches, info
 
@@ -455,10 +481,11 @@ def _write_predictions_csv(preds: list[dict], path: Path) -> None:
 
 def evaluate(db, dataset: str, labels_path: str | Path, label_set: str | None = None,
              exclude: Iterable[str] = DEFAULT_EXCLUDE, out_dir: str | Path | None = None,
-             neutral_below: float | None = None) -> dict:
+             neutral_below: float | None = None, videos_under: str | Path | None = None) -> dict:
     """Run the whole evaluation; writes eval.json, confusion CSV/PNG and predictions per system
     under ``out_dir`` (when given) and returns the same result dict. ``neutral_below``
-    overrides the mapping's low-intensity-means-neutral threshold (0 turns the rule off)."""
+    overrides the mapping's low-intensity-means-neutral threshold (0 turns the rule off);
+    ``videos_under`` limits matching to the project's videos below that folder."""
     if dataset not in DATASETS:
         raise EvalError(f"unknown dataset {dataset!r}; use one of: {', '.join(DATASETS)}")
     set_name = label_set or DEFAULT_LABEL_SET[dataset]
@@ -468,7 +495,7 @@ def evaluate(db, dataset: str, labels_path: str | Path, label_set: str | None = 
         raise EvalError(f"--label-set: {e}") from None
     refs, problems = (read_meld_csv if dataset == "meld" else read_iemocap)(labels_path, target)
     excl = _canon_exclude(target, exclude)
-    matches, matching = match_references(db, refs)
+    matches, matching = match_references(db, refs, videos_under, split_hint(labels_path) if dataset == "meld" else None)
     by_system = _annotations_for(db, [m.segment_id for m in matches])
     out = Path(out_dir) if out_dir else None
     if out:
@@ -534,6 +561,10 @@ def print_result(result: dict, console=None) -> None:
     con.print(f"[bold]{result['dataset']}[/bold] ({result['label_set']}): {refs['total']} references, "
               f"{refs['in_label_set']} in the label set, {mt['matched']} matched to annotated segments "
               f"({mt['no_video']} without a video, {mt['no_annotated_segment']} without an annotated segment)")
+    if mt.get("ambiguous_video_stems"):
+        con.print(f"[yellow]{mt['ambiguous_video_stems']} clip names belong to more than one video (e.g. "
+                  f"{', '.join(mt['examples_ambiguous'][:3])}); the first added is used: pass --videos-under FOLDER[/yellow]",
+                  highlight=False)
     if not result["systems"]:
         con.print("no annotations to score: run the emotion stage on the matched videos first")
     t = Table("backend", "model", "labels", "n", "runs", "acc %", "UA %", "wF1 %", "mF1 %",
@@ -566,6 +597,7 @@ def eval_command(
     label_set: Optional[str] = typer.Option(None, "--label-set", help="meld7 (MELD default), iemocap4 (IEMOCAP default), iemocap9, or a label set file."),
     exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Classes left out of the variant table (repeat or comma-separate; default frustration,neutral)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default PROJECT/eval/DATASET-LABELSET)."),
+    videos_under: Optional[Path] = typer.Option(None, "--videos-under", help="Match only the project's videos below this folder (e.g. MELD's test split)."),
     neutral_below: Optional[float] = typer.Option(None, "--neutral-below", help="Answers whose strongest intensity is below this map to neutral (default: the mapping's own threshold; 0 turns it off)."),
     as_json: bool = typer.Option(False, "--json", help="Print eval.json instead of the table."),
 ):
@@ -578,7 +610,7 @@ def eval_command(
     excl = [x.strip() for e in (exclude or list(DEFAULT_EXCLUDE)) for x in e.split(",") if x.strip()]
     out_dir = out or p.root / "eval" / f"{dataset}-{Path(label_set or DEFAULT_LABEL_SET[dataset]).stem}"
     try:
-        result = evaluate(p.db(), dataset, labels, label_set, excl, out_dir, neutral_below)
+        result = evaluate(p.db(), dataset, labels, label_set, excl, out_dir, neutral_below, videos_under)
     except EvalError as e:
         raise fail(str(e))
     if as_json:

@@ -87,6 +87,27 @@ def test_neutral_threshold_can_be_changed_or_turned_off(meld):
     assert high["per_run_accuracy"]["1"] == pytest.approx(0.4)
 
 
+def test_meld_splits_reuse_clip_names(project, tmp_path):
+    # train and test both have dia0_utt0.mp4; the labels file's split and --videos-under decide
+    db = project.db()
+    tests = tmp_path / "MELD.Raw" / "output_repeated_splits_test"
+    train = tmp_path / "MELD.Raw" / "train_splits"
+    v_train = add_video(db, str(train / "dia0_utt0.mp4"))
+    v_test = add_video(db, str(tests / "dia0_utt0.mp4"))
+    add_annotation(db, add_segment(db, v_train, 0, 2), "Joy", 0.9)
+    add_annotation(db, add_segment(db, v_test, 0, 2), "Sadness", 0.9)
+    for name in ("test_sent_emo.csv", "dev_sent_emo.csv"):
+        (tmp_path / name).write_text(MELD_CSV, encoding="utf-8")
+    res = evaluate.evaluate(db, "meld", tmp_path / "test_sent_emo.csv")
+    assert res["matching"]["ambiguous_video_stems"] == 0
+    assert res["systems"][0]["metrics"]["accuracy"] == 1.0  # the test clip (Sadness) was scored
+    res = evaluate.evaluate(db, "meld", tmp_path / "dev_sent_emo.csv")  # no dev folder: ambiguous
+    assert res["matching"]["ambiguous_video_stems"] == 1 and res["matching"]["examples_ambiguous"] == ["dia0_utt0"]
+    res = evaluate.evaluate(db, "meld", tmp_path / "dev_sent_emo.csv", videos_under=train)
+    assert res["matching"]["ambiguous_video_stems"] == 0
+    assert res["systems"][0]["metrics"]["accuracy"] == 0.0  # the train clip (Joy) was scored
+
+
 def test_unmappable_answers_count_as_errors(meld):
     project, db, ids, csv_path = meld
     seg = ids["segments"]["dia1_utt1"]
