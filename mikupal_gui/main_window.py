@@ -38,12 +38,16 @@ class FilterBar(QWidget):
     def __init__(self, on_change, parent=None):
         super().__init__(parent)
         self._on_change = on_change
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(4)
+        top = QHBoxLayout()
+        lay = QHBoxLayout()
+        outer.addLayout(top)
+        outer.addLayout(lay)
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search transcripts…")
         self.search.setClearButtonEnabled(True)
-        self.search.setMinimumWidth(220)
         self.emotion = QComboBox()
         self.status = QComboBox()
         self.verdict = QComboBox()
@@ -55,16 +59,19 @@ class FilterBar(QWidget):
         self.min_score.setSpecialValueText("any")
         self.min_score.setToolTip("Minimum intensity of the primary emotion")
         self.only_video = QCheckBox("Selected video only")
-        for w, label in ((self.search, None), (self.emotion, "Emotion"), (self.status, "Status"),
-                         (self.min_score, "Intensity ≥"), (self.verdict, "Verdict"), (self.rater, "by"),
-                         (self.only_video, None)):
-            if label:
-                lay.addWidget(QLabel(label))
-            lay.addWidget(w, 3 if w is self.search else 0)
+        top.addWidget(self.search, 1)
         self.count = QLabel("")
         self.count.setMinimumWidth(130)
         self.count.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        lay.addWidget(self.count)
+        top.addWidget(self.count)
+        for w, label in ((self.emotion, "Emotion"), (self.status, "Status"), (self.min_score, "Intensity ≥"),
+                         (self.verdict, "Verdict"), (self.rater, "by"), (self.only_video, None)):
+            if label:
+                lay.addWidget(QLabel(label))
+            lay.addWidget(w)
+            if isinstance(w, QComboBox):
+                w.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        lay.addStretch(1)
         # Typing waits for a pause; the query itself runs off the GUI thread anyway.
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
@@ -506,8 +513,7 @@ class MainWindow(QMainWindow):
         state = self.settings.value("window/state")
         if state is not None:
             self.restoreState(state, STATE_VERSION)
-        else:
-            self.resizeDocks([self.run_dock], [430], Qt.Orientation.Horizontal)
+        self._size_dock = state is None  # first start: give the run dock a readable width once shown
         split = self.settings.value("window/data_split")
         if split is not None:
             self.data_split.restoreState(split)
@@ -515,6 +521,12 @@ class MainWindow(QMainWindow):
         self.tabs.blockSignals(True)
         self.tabs.setCurrentIndex(tab if tab in (TAB_DATA, TAB_REVIEW, TAB_DASHBOARD) else TAB_DATA)
         self.tabs.blockSignals(False)
+
+    def showEvent(self, ev) -> None:
+        super().showEvent(ev)
+        if getattr(self, "_size_dock", False):
+            self._size_dock = False
+            QTimer.singleShot(0, lambda: self.resizeDocks([self.run_dock], [440], Qt.Orientation.Horizontal))
 
     def save_state(self) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())

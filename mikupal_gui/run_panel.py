@@ -75,12 +75,13 @@ class StageProgress(QWidget):
             return
         self.bar.setFormat(f"{done}/{total}")
         parts = [f"{ev.rate:.2f} items/s" if ev.rate else ""]
-        if done < total:
+        if done < total and not finished:
             parts.append(f"ETA {fmt_eta(ev.eta_s)}")
-        elif finished:
+        elif finished and not ev.errors:
             parts.append("done")
         if ev.errors:
-            parts.append(f"<span style='color:#b3261e'>{ev.errors} error{'s' if ev.errors != 1 else ''}</span>")
+            ok = f"{done - ev.errors} ok · " if finished else ""
+            parts.append(f"{ok}<span style='color:#b3261e'>{ev.errors} failed</span>")
         self.info.setText(" · ".join(p for p in parts if p))
 
     def finish(self, ev) -> None:
@@ -109,19 +110,24 @@ class RunPanel(QWidget):
 
         stages_box = QGroupBox("Stages")
         grid = QGridLayout(stages_box)
-        grid.addWidget(QLabel("<small>workers</small>"), 0, 1)
         self.stage_boxes: dict[str, QCheckBox] = {}
         self.worker_spins: dict[str, QSpinBox] = {}
-        for i, name in enumerate(STAGE_ORDER, start=1):
-            cb = QCheckBox(f"{STAGE_TITLES[name]}  ({name})")
+        half = (len(STAGE_ORDER) + 1) // 2
+        for c in (0, 2):
+            grid.addWidget(QLabel("<small>workers</small>"), 0, c + 1)
+        for i, name in enumerate(STAGE_ORDER):
+            cb = QCheckBox(STAGE_TITLES[name])
+            cb.setToolTip(f"Stage `{name}`")
             cb.setChecked(True)
             spin = QSpinBox()
             spin.setRange(0, 64)
             spin.setSpecialValueText("auto")
+            spin.setMaximumWidth(70)
             spin.setToolTip(f"Parallel workers for {name} (auto = the project's [runner] workers)")
             self.stage_boxes[name], self.worker_spins[name] = cb, spin
-            grid.addWidget(cb, i, 0)
-            grid.addWidget(spin, i, 1)
+            row, col = 1 + i % half, 2 * (i // half)
+            grid.addWidget(cb, row, col)
+            grid.addWidget(spin, row, col + 1)
         root.addWidget(stages_box)
 
         opts = QGroupBox("Annotator and devices")
