@@ -158,6 +158,29 @@ def _distribution_png(label_set: str, counts: dict[str, int]) -> bytes:
     return _fig_png(fig)
 
 
+def _rationality_png(per_emotion: dict[str, dict], overall: dict) -> bytes:
+    """Rationality per emotion with Wilson 95% error bars and the overall score as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = [(k, p) for k, p in per_emotion.items() if p["reviewed"]]
+    names = [k for k, _ in items][::-1]
+    score = np.array([p["score"] for _, p in items][::-1])
+    lo = score - np.array([p["ci_low"] for _, p in items][::-1])
+    hi = np.array([p["ci_high"] for _, p in items][::-1]) - score
+    fig, ax = plt.subplots(figsize=(8, 0.8 + 0.3 * len(names)), dpi=100)
+    ax.barh(names, score, xerr=[lo, hi], color="#7FA7D9", ecolor="#333333", capsize=3)
+    if overall.get("score") is not None:
+        ax.axvline(overall["score"], color="#D7191C", linestyle="--", linewidth=1)
+        ax.set_title(f"Rationality per emotion; dashed: overall {100 * overall['score']:.1f}%", fontsize=10)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("rationality (accepted / reviewed), 95% Wilson interval")
+    fig.tight_layout()
+    return _fig_png(fig)
+
+
 # ---- HTML ---------------------------------------------------------------------------------
 
 def _section_overview(st: dict) -> str:
@@ -227,7 +250,7 @@ def _section_review(rs: dict) -> str:
         '<h2 id="review">Review</h2>',
         f'<p>Rationality score <b>{_pct(o["score"])}</b> (95% Wilson CI {ci(o)}): {o["accepted"]} accepted of '
         f'{o["reviewed"]} reviewed; {o["skipped"]} skipped (excluded).</p>',
-        "<h3>Per emotion</h3>", _table(["emotion", "accepted", "reviewed", "skipped", "rationality", "95% CI"], rows(r["per_emotion"])),
+        "<h3>Per emotion</h3>", _img(_rationality_png(r["per_emotion"], o), "rationality per emotion"), _table(["emotion", "accepted", "reviewed", "skipped", "rationality", "95% CI"], rows(r["per_emotion"])),
         "<h3>Per rater</h3>", _table(["rater", "accepted", "reviewed", "skipped", "rationality", "95% CI"], rows(r["per_rater"])),
         "<h3>Agreement</h3>",
         _table(["measure", "value"], [

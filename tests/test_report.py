@@ -70,9 +70,9 @@ def test_report_is_self_contained_and_holds_the_numbers(full_project, tmp_path):
     assert not {"script", "link", "iframe", "object", "embed"} & set(p.tags)
     assert p.refs and all(v.startswith("data:image/png;base64,") for _, _, v in p.refs)
     assert "url(" not in text and "@import" not in text
-    # every image decodes to a PNG: label distribution, two confusion matrices, emotion map
+    # every image decodes to a PNG: label distribution, rationality, two confusion matrices, emotion map
     pngs = [base64.b64decode(v.split(",", 1)[1]) for _, _, v in p.refs]
-    assert len(pngs) == 4 and all(b[:8] == b"\x89PNG\r\n\x1a\n" for b in pngs)
+    assert len(pngs) == 5 and all(b[:8] == b"\x89PNG\r\n\x1a\n" for b in pngs)
 
     words = re.sub(r"\s+", " ", "".join(p.text))
     # evaluation (80% accuracy for gemini-test, 20% for always-joy), from eval.json
