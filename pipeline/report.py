@@ -272,26 +272,36 @@ def _section_evals(evals: list[tuple[Path, dict]]) -> str:
                 '<code>mikupal eval PROJECT --dataset meld|iemocap --labels FILE</code>.</p>')
     parts = ['<h2 id="evaluation">Evaluation</h2>']
     for path, ev in evals:
-        mt = ev.get("matching", {})
-        parts.append(f"<h3>{_e(ev.get('dataset', '?'))} ({_e(ev.get('label_set', '?'))})</h3>"
-                     f'<p class="muted">{_e(ev.get("labels_file", ""))}: {mt.get("references", 0)} references, '
-                     f'{mt.get("matched", 0)} matched; written {_e(ev.get("created_at", ""))}</p>')
-        rows = []
-        for s in ev.get("systems", []):
-            m, x = s["metrics"], s["excluding"]["metrics"]
-            rows.append([s["backend"], s["model"], s["items"], s["runs"], _pct(m["accuracy"]), _pct(m["balanced_accuracy"]),
-                         _pct(m["f1_weighted"]), _pct(m["f1_macro"]), _pct(x["accuracy"]), _f(s.get("fleiss_kappa_runs"))])
-        excl = "+".join(ev["systems"][0]["excluding"]["labels"]) if ev.get("systems") else ""
-        parts.append(_table(["backend", "model", "n", "runs", "accuracy", "UA", "weighted F1", "macro F1",
-                             f"accuracy w/o {excl}", "κ across runs"], rows))
-        h = ev.get("human")
-        if h:
-            parts.append(f"<p>Human evaluators vs consensus: accuracy {_pct(h['accuracy'])}, UA {_pct(h['balanced_accuracy'])}, "
-                         f"Fleiss κ {_f(h['fleiss_kappa'])} over {h['kappa_utterances']} utterances.</p>")
-        for s in ev.get("systems", []):
-            png = path.parent / s.get("files", {}).get("confusion_png", "-")
-            if png.is_file():
-                parts.append(f"<h3>Confusion: {_e(s['model'])}</h3>" + _img(png.read_bytes(), f"confusion {s['model']}"))
+        try:
+            parts.append(_one_eval(path, ev))
+        except (KeyError, TypeError, AttributeError):
+            parts.append(f'<p class="muted">{_e(path)}: not an eval.json this version can read; re-run mikupal eval.</p>')
+    return "".join(parts)
+
+
+def _one_eval(path: Path, ev: dict) -> str:
+    """One eval.json: the summary table, the human reference, the confusion figures."""
+    parts = []
+    mt = ev.get("matching", {})
+    parts.append(f"<h3>{_e(ev.get('dataset', '?'))} ({_e(ev.get('label_set', '?'))})</h3>"
+                 f'<p class="muted">{_e(ev.get("labels_file", ""))}: {mt.get("references", 0)} references, '
+                 f'{mt.get("matched", 0)} matched; written {_e(ev.get("created_at", ""))}</p>')
+    rows = []
+    for s in ev.get("systems", []):
+        m, x = s["metrics"], s["excluding"]["metrics"]
+        rows.append([s["backend"], s["model"], s["items"], s["runs"], _pct(m["accuracy"]), _pct(m["balanced_accuracy"]),
+                     _pct(m["f1_weighted"]), _pct(m["f1_macro"]), _pct(x["accuracy"]), _f(s.get("fleiss_kappa_runs"))])
+    excl = "+".join(ev["systems"][0]["excluding"]["labels"]) if ev.get("systems") else ""
+    parts.append(_table(["backend", "model", "n", "runs", "accuracy", "UA", "weighted F1", "macro F1",
+                         f"accuracy w/o {excl}", "κ across runs"], rows))
+    h = ev.get("human")
+    if h:
+        parts.append(f"<p>Human evaluators vs consensus: accuracy {_pct(h['accuracy'])}, UA {_pct(h['balanced_accuracy'])}, "
+                     f"Fleiss κ {_f(h['fleiss_kappa'])} over {h['kappa_utterances']} utterances.</p>")
+    for s in ev.get("systems", []):
+        png = path.parent / s.get("files", {}).get("confusion_png", "-")
+        if png.is_file():
+            parts.append(f"<h3>Confusion: {_e(s['model'])}</h3>" + _img(png.read_bytes(), f"confusion {s['model']}"))
     return "".join(parts)
 
 

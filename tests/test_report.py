@@ -103,6 +103,14 @@ def test_report_on_an_empty_project_says_what_is_missing(project, tmp_path):
     assert p.refs == []
 
 
+def test_report_survives_an_unreadable_eval_json(project):
+    bad = project.root / "eval" / "old" / "eval.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"dataset": "meld", "systems": [{"model": "x"}]}')
+    html = report.build_report(project, include_map=False)
+    assert "re-run mikupal eval" in html
+
+
 def test_report_bad_out_exits_2(full_project, tmp_path):
     project, db = full_project
     r = CliRunner().invoke(app, ["report", str(project.root), "--out", str(tmp_path), "--no-map"])
