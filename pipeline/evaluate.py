@@ -11,6 +11,10 @@ Matching rule: a reference whose clip file is in the project (MELD ``dia{D}_utt{
 IEMOCAP ``Ses01F_impro01_F000.wav``) takes that video's longest annotated segment; an
 IEMOCAP utterance inside a whole dialogue video (``Ses01F_impro01.avi``) takes the
 segment that overlaps its time range most (at least half of the shorter of the two).
+MELD's train/dev/test splits reuse clip names: among videos sharing a name, the one in a
+folder named after the labels file's split wins (``test_sent_emo.csv`` ->
+``output_repeated_splits_test/``); ``--videos-under`` narrows the search explicitly.
+The headline metrics use each item's first run; later runs feed consistency (kappa).
 """
 from __future__ import annotations
 
