@@ -133,12 +133,13 @@ def _table(headers: list[str]) -> QTableWidget:
     return t
 
 
-def _fill(t: QTableWidget, rows: list[list[str]]) -> None:
+def _fill(t: QTableWidget, rows: list[list[str]], text_columns: tuple[int, ...] = (0,)) -> None:
+    """Numbers right-aligned, text columns left-aligned."""
     t.setRowCount(len(rows))
     for i, row in enumerate(rows):
         for j, text in enumerate(row):
             it = QTableWidgetItem(str(text))
-            if j > 0:
+            if j not in text_columns:
                 it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             t.setItem(i, j, it)
 
@@ -352,7 +353,11 @@ class Dashboard(QWidget):
         rat = rev["rationality"]
         o = rat["overall"]
         skipped = f", {o['skipped']} skipped" if o.get("skipped") else ""
-        self.card_rationality.set(pct(o["score"]), f"95% CI {ci(o)} · {o['accepted']} of {o['reviewed']} reviewed{skipped}")
+        if o["reviewed"]:
+            self.card_rationality.set(pct(o["score"]),
+                                      f"95% CI {ci(o)} · {o['accepted']} of {o['reviewed']} reviewed{skipped}")
+        else:
+            self.card_rationality.set("—", f"no accept/reject verdicts yet{skipped}; review in the Review tab")
         a = rev["agreement"]
         if a["items_with_two_or_more_verdicts"]:
             self.card_agreement.set(f"κ {num(a['fleiss_kappa_verdicts'], 2)}",
@@ -374,7 +379,7 @@ class Dashboard(QWidget):
         _fill(self.runs_table, [[r["id"], (r["started_at"] or "")[:16].replace("T", " "), r["status"],
                                  r["stages"] or "", "—" if r["duration_s"] is None else f"{r['duration_s']:.0f} s",
                                  r["answers"], "—" if r["per_min"] is None else f"{r['per_min']:.1f}",
-                                 f"${r['cost'] or 0:.3f}", r["errors"]] for r in data["runs"]])
+                                 f"${r['cost'] or 0:.3f}", r["errors"]] for r in data["runs"]], text_columns=(1, 2, 3))
         self.status.setText(f"{rev['reviews']} verdicts · {st['counts']['segments']} segments · "
                             f"{st['counts']['videos']} videos")
         self.refreshed.emit()

@@ -427,12 +427,16 @@ class MainWindow(QMainWindow):
                                         "Your rater name (saved with every verdict you give):", text=self.rater)
         name = name.strip()
         if ok and name:
-            self.rater = name
-            self.settings.setValue("review/rater", name)
-            if self.review is not None:
-                self.review.set_rater(name)
-            self.statusBar().showMessage(f"Reviewing as {name}", 5000)
+            self.set_rater(name)
         return self.rater
+
+    def set_rater(self, name: str) -> None:
+        """Review as `name` from now on (also the default at the next start)."""
+        self.rater = name
+        self.settings.setValue("review/rater", name)
+        if self.review is not None:
+            self.review.set_rater(name)
+        self.statusBar().showMessage(f"Reviewing as {name}", 5000)
 
     def open_segment(self, segment_id: int) -> None:
         self.tabs.setCurrentIndex(TAB_REVIEW)

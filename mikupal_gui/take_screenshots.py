@@ -55,8 +55,7 @@ def _review_some(app, win, raters: list[str], per_rater: int) -> int:
     review.verdictSaved.connect(lambda sid, v: saved.append((sid, v)))
     win.tabs.setCurrentIndex(1)
     for k, name in enumerate(raters):
-        win.rater = name
-        review.set_rater(name)
+        win.set_rater(name)
         review.set_queue("unreviewed")
         _settle(app, 0.5)
         for i in range(per_rater):

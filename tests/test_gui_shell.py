@@ -445,6 +445,8 @@ def test_window_state_and_last_project_come_back(qtbot, small, settings):
     win.run_dock.hide()
     win.segments_view.sortByColumn(models.COLUMN_INDEX["start"], Qt.SortOrder.DescendingOrder)
     wait_query(qtbot, win.segments_model)
+    win.set_rater("alice")                  # named at session start (no dialog in the test)
+    win.open_segment(42)                    # the last item opened for review
     win.tabs.setCurrentIndex(2)
     win.dashboard.shutdown()
     win.resize(1333, 833)
@@ -459,6 +461,8 @@ def test_window_state_and_last_project_come_back(qtbot, small, settings):
     assert settings.value("window/geometry") is not None   # (offscreen clamps sizes to its screen)
     assert not win2.run_dock.isVisible()
     assert win2.segments_model.sort_key == ("start", True)
+    assert win2.last_segment == 42
+    assert win2.rater == "alice"
     win2.dashboard.shutdown()
     win2.close()
 
