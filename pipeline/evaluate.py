@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, List, Optional
 
+import numpy as np
 import typer
 
 from . import metrics, store, taxonomy
@@ -375,6 +376,13 @@ def _canon_exclude(ls: taxonomy.LabelSet, names: Iterable[str]) -> list[str]:
     return out
 
 
+def majority_vote(runs: dict[int, str]) -> str:
+    """The most frequent label across runs; a tie goes to the earliest run among the tied."""
+    counts = Counter(runs.values())
+    top = max(counts.values())
+    return next(lab for _, lab in sorted(runs.items()) if counts[lab] == top)
+
+
 def score_system(matches: list[Match], runs_by_segment: dict[int, dict[int, dict]], source_set: str,
                  target: taxonomy.LabelSet, exclude: list[str], neutral_below: float | None = None) -> dict:
     """Metrics for one system. The headline numbers use each item's first run (lowest
@@ -415,6 +423,9 @@ def score_system(matches: list[Match], runs_by_segment: dict[int, dict[int, dict
         per_run[str(ri)] = metrics.accuracy([a for a, _ in pairs], [b for _, b in pairs])
     mapped_runs = [[r.get(ri) for _, r, _ in items] for ri in run_ids]
     native_runs = [[p.get(ri) for _, _, p in items] for ri in run_ids]
+    multi = [r for _, r, _ in items if len(r) > 1]
+    y_major = [majority_vote(r) for _, r, _ in items]
+    accs = [v for v in per_run.values() if v == v]
     return {
         "items": len(items),
         "runs": len(run_ids),
@@ -423,6 +434,10 @@ def score_system(matches: list[Match], runs_by_segment: dict[int, dict[int, dict
         "metrics": report(y_true, y_pred),
         "excluding": {"labels": exclude, "metrics": report([y_true[i] for i in keep], [y_pred[i] for i in keep])},
         "per_run_accuracy": per_run,
+        "accuracy_mean_runs": float(np.mean(accs)) if accs else None,
+        "accuracy_sd_runs": float(np.std(accs)) if len(accs) > 1 else None,  # population sd over runs
+        "majority_of_runs": report(y_true, y_major) if len(run_ids) > 1 else None,
+        "all_runs_agree": (sum(len(set(r.values())) == 1 for r in multi) / len(multi)) if multi else None,
         "fleiss_kappa_runs": metrics.fleiss_kappa_labels(mapped_runs, target.names + [UNMAPPED]) if len(run_ids) > 1 else None,
         "fleiss_kappa_runs_native": metrics.fleiss_kappa_labels(native_runs) if len(run_ids) > 1 else None,
         "predictions": [
@@ -573,12 +588,12 @@ def print_result(result: dict, console=None) -> None:
         con.print("no annotations to score: run the emotion stage on the matched videos first")
     t = Table("backend", "model", "labels", "n", "runs", "acc %", "UA %", "wF1 %", "mF1 %",
               "acc % w/o " + "+".join(result["systems"][0]["excluding"]["labels"] if result["systems"] else []),
-              "κ runs", title="Accuracy against the dataset labels")
+              "κ runs", "runs agree %", title="Accuracy against the dataset labels")
     for s in result["systems"]:
         m, x = s["metrics"], s["excluding"]["metrics"]
         t.add_row(s["backend"], s["model"], Path(s["label_set"]).stem, str(s["items"]), str(s["runs"]),
                   _pct(m["accuracy"]), _pct(m["balanced_accuracy"]), _pct(m["f1_weighted"]), _pct(m["f1_macro"]),
-                  _pct(x["accuracy"]), _num(s["fleiss_kappa_runs"]))
+                  _pct(x["accuracy"]), _num(s["fleiss_kappa_runs"]), _pct(s["all_runs_agree"]))
     con.print(t)
     for s in result["systems"]:
         rec = s["metrics"]["per_class_recall"]

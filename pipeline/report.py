@@ -290,10 +290,12 @@ def _one_eval(path: Path, ev: dict) -> str:
     for s in ev.get("systems", []):
         m, x = s["metrics"], s["excluding"]["metrics"]
         rows.append([s["backend"], s["model"], s["items"], s["runs"], _pct(m["accuracy"]), _pct(m["balanced_accuracy"]),
-                     _pct(m["f1_weighted"]), _pct(m["f1_macro"]), _pct(x["accuracy"]), _f(s.get("fleiss_kappa_runs"))])
+                     _pct(m["f1_weighted"]), _pct(m["f1_macro"]), _pct(x["accuracy"]),
+                     _pct((s.get("majority_of_runs") or {}).get("accuracy")), _f(s.get("fleiss_kappa_runs")),
+                     _pct(s.get("all_runs_agree"))])
     excl = "+".join(ev["systems"][0]["excluding"]["labels"]) if ev.get("systems") else ""
     parts.append(_table(["backend", "model", "n", "runs", "accuracy", "UA", "weighted F1", "macro F1",
-                         f"accuracy w/o {excl}", "κ across runs"], rows))
+                         f"accuracy w/o {excl}", "majority of runs", "κ across runs", "all runs agree"], rows))
     h = ev.get("human")
     if h:
         parts.append(f"<p>Human evaluators vs consensus: accuracy {_pct(h['accuracy'])}, UA {_pct(h['balanced_accuracy'])}, "

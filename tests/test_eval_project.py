@@ -51,6 +51,9 @@ def test_meld_eval_numbers_and_files(meld, tmp_path):
     assert s["excluding"]["labels"] == ["neutral"]
     assert s["excluding"]["metrics"]["accuracy"] == pytest.approx(3 / 4)
     assert s["per_run_accuracy"] == {"0": pytest.approx(0.8), "1": pytest.approx(1.0)}
+    assert s["accuracy_mean_runs"] == pytest.approx(0.9) and s["accuracy_sd_runs"] == pytest.approx(0.1)
+    assert s["all_runs_agree"] == pytest.approx(4 / 5)  # dia1_utt2: anger vs sadness
+    assert s["majority_of_runs"]["accuracy"] == pytest.approx(0.8)  # the 1-1 tie goes to run 0 (anger)
     # Fleiss' kappa across the two runs, cross-checked with statsmodels
     runs = [y_pred, ["sadness", "surprise", "neutral", "joy", "sadness"]]
     table, _ = inter_rater.aggregate_raters(list(zip(*runs)))
@@ -60,7 +63,7 @@ def test_meld_eval_numbers_and_files(meld, tmp_path):
 
     joy = _system(res, "always-joy")
     assert joy["metrics"]["accuracy"] == pytest.approx(0.2) and joy["runs"] == 1
-    assert joy["fleiss_kappa_runs"] is None
+    assert joy["fleiss_kappa_runs"] is None and joy["majority_of_runs"] is None and joy["all_runs_agree"] is None
 
     # files: eval.json equals the return value; confusion CSV rows = true labels
     assert json.loads((out / "eval.json").read_text()) == res
@@ -106,6 +109,12 @@ def test_meld_splits_reuse_clip_names(project, tmp_path):
     res = evaluate.evaluate(db, "meld", tmp_path / "dev_sent_emo.csv", videos_under=train)
     assert res["matching"]["ambiguous_video_stems"] == 0
     assert res["systems"][0]["metrics"]["accuracy"] == 0.0  # the train clip (Joy) was scored
+
+
+def test_majority_vote_ties_go_to_the_earliest_run():
+    assert evaluate.majority_vote({0: "joy", 1: "anger", 2: "anger"}) == "anger"
+    assert evaluate.majority_vote({0: "joy", 1: "anger"}) == "joy"
+    assert evaluate.majority_vote({2: "sad", 0: "anger", 1: "sad", 3: "anger"}) == "anger"
 
 
 def test_unmappable_answers_count_as_errors(meld):
