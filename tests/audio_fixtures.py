@@ -262,3 +262,15 @@ def add_video(project, path: Path) -> int:
         return rep.added[0][0]
     finally:
         db.conn.close()
+
+
+AUDIO_STAGES = ("separate", "vad", "asr", "segments")
+
+
+def run_stages(project, names=AUDIO_STAGES) -> dict:
+    """Run stages through the project's real Runner; {stage: {"done": ok, "failed": n}}."""
+    from pipeline.runner import Runner
+
+    summary = Runner(project, list(names), devices="cpu").run()
+    assert summary.status == "finished", summary.message
+    return {name: {"done": st.ok, "failed": st.failed} for name, st in summary.stages.items()}

@@ -93,7 +93,7 @@ def test_video_without_audio_names_the_file(tmp_path):
 def test_no_audio_stream_fails_the_separate_stage_for_that_video(project, tmp_path):
     """A video row without audio (e.g. its file was replaced) -> StageError naming the file, recorded per item."""
     from pipeline import store
-    from pipeline.audio.stages import run_stages
+    from audio_fixtures import run_stages
 
     path = tmp_path / "mute.mkv"
     with av.open(str(path), "w") as c:

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from audio_fixtures import (TINY_MDX, add_video, audio_models_dir, audio_project, speech_scene,  # noqa: F401
+from audio_fixtures import (run_stages, TINY_MDX, add_video, audio_models_dir, audio_project, speech_scene,  # noqa: F401
                             tiny_mdx, write_video)
 from pipeline import store
-from pipeline.audio.stages import run_stages
+
 from pipeline.audio.vad import iou
 from pipeline.segments import build_segments, retention
 

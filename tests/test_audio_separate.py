@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audio_fixtures import (TINY_MDX, add_video, audio_models_dir, audio_project, speech_scene,  # noqa: F401
+from audio_fixtures import (run_stages, TINY_MDX, add_video, audio_models_dir, audio_project, speech_scene,  # noqa: F401
                             tiny_mdx, write_video)
 from pipeline import store
 from pipeline.audio.separate import METADATA_FILES, VocalSeparator
-from pipeline.audio.stages import run_stages
+
 from pipeline.stage import ModelMissingError
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from audio_fixtures import add_video, audio_models_dir, audio_project, speech_scene, write_video  # noqa: F401
+from audio_fixtures import run_stages, add_video, audio_models_dir, audio_project, speech_scene, write_video  # noqa: F401
 from pipeline import store
-from pipeline.audio.stages import run_stages
+
 from pipeline.audio.subtitles import (SubtitleError, find_sidecar, parse_meld_csv, parse_srt, parse_time, parse_vtt,
                                       read_sidecar)
 

@@ -20,6 +20,23 @@ from ..stage import ModelMissingError, Stage, StageError
 from . import vad as vad_mod
 
 
+class _tx:
+    """The caller's transaction when one is open (the runner wraps commit in one), else our own."""
+
+    def __init__(self, db):
+        self.db = db
+        self.own = None
+
+    def __enter__(self):
+        if self.db.conn.in_transaction:
+            return self.db.conn
+        self.own = store.transaction(self.db)
+        return self.own.__enter__()
+
+    def __exit__(self, *exc):
+        return self.own.__exit__(*exc) if self.own else False
+
+
 def _video(db, video_id: int) -> dict:
     rows = store.rows(db, "SELECT id, path, sha256, duration_s FROM videos WHERE id=?", (video_id,))
     if not rows:
@@ -159,7 +176,7 @@ class SeparateStage(_AudioStage):
         return {"vocals44k": str(v44), "vocals16k": str(v16)}
 
     def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> None:
-        with store.transaction(db):
+        with _tx(db):
             self._commit_state(db, task, result)
 
 
@@ -186,7 +203,7 @@ class VadStage(_AudioStage):
                 "speech_s": round(speech, 3), "speech_ratio": round(speech / duration, 4) if duration else 0.0}
 
     def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> None:
-        with store.transaction(db):
+        with _tx(db):
             self._commit_state(db, task, result)
 
 
@@ -264,7 +281,7 @@ class AsrStage(_AudioStage):
     def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> None:
         cols = ("start_s", "end_s", "text", "words_json", "language", "source", "avg_logprob", "no_speech_prob",
                 "compression_ratio", "dropped")
-        with store.transaction(db) as conn:
+        with _tx(db) as conn:
             conn.execute("DELETE FROM transcripts WHERE video_id=?", (task["video_id"],))
             conn.executemany(
                 f"INSERT INTO transcripts (video_id, {', '.join(cols)}) VALUES (?{', ?' * len(cols)})",
@@ -325,7 +342,7 @@ class SegmentsStage(_AudioStage):
 
     def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> None:
         cols = ("start_s", "end_s", "text", "words_json", "language", "snr_db", "status")
-        with store.transaction(db) as conn:
+        with _tx(db) as conn:
             self._guard(db, task)  # annotations may have arrived since prepare
             conn.execute("DELETE FROM segments WHERE video_id=?", (task["video_id"],))
             conn.executemany(
@@ -347,36 +364,3 @@ def make_stage(name: str, project, device: str = "cpu") -> Stage:
         return STAGES[name](project, device=device)
     except KeyError:
         raise ValueError(f"unknown audio stage {name!r}; choose from {', '.join(STAGES)}") from None
-
-
-def run_stages(project, names=("separate", "vad", "asr", "segments"), video_ids=None, on_line=None) -> dict:
-    """A plain sequential loop over the audio stages (the full runner schedules them in parallel).
-
-    Each failed video gets an errors row and the loop goes on. Returns per-stage counts.
-    """
-    say = on_line or (lambda s: None)
-    db = project.db()
-    summary: dict[str, dict[str, int]] = {}
-    try:
-        for name in names:
-            stage = make_stage(name, project)
-            ids = stage.pending(db, video_ids)
-            counts = summary.setdefault(name, {"done": 0, "failed": 0})
-            if not ids:
-                continue
-            stage.load()
-            for vid in ids:
-                try:
-                    task = stage.prepare(db, vid)
-                    result = stage.process(task)
-                    stage.commit(db, task, result)
-                    counts["done"] += 1
-                    say(f"{name}: video {vid} done")
-                except StageError as e:
-                    store.record_error(db, name, str(e), video_id=vid)
-                    store.set_stage_state(db, vid, name, "failed", cache_key=None, info={"error": str(e)})
-                    counts["failed"] += 1
-                    say(f"error: {e}")
-    finally:
-        db.conn.close()
-    return summary
