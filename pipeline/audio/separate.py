@@ -24,6 +24,13 @@ from ..stage import ModelMissingError, StageError
 
 SUBDIR = "audio-separator"
 METADATA_FILES = ("download_checks.json", "mdx_model_data.json", "vr_model_data.json")
+# Where audio-separator itself fetches them (for `mikupal models download` and offline copies).
+_UVR_DATA = "https://raw.githubusercontent.com/TRvlvr/application_data/main"
+METADATA_URLS = {
+    "download_checks.json": f"{_UVR_DATA}/filelists/download_checks.json",
+    "mdx_model_data.json": f"{_UVR_DATA}/mdx_model_data/model_data_new.json",
+    "vr_model_data.json": f"{_UVR_DATA}/vr_model_data/model_data_new.json",
+}
 
 
 def model_dir(models_dir: str | Path) -> Path:
