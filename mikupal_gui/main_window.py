@@ -177,6 +177,8 @@ class MainWindow(QMainWindow):
 
         self.run_panel = RunPanel()
         self.run_panel.runFinished.connect(self._run_finished)
+        # Show new segments and labels as stages finish, not only at the end of the run.
+        self.run_panel.stageFinished.connect(lambda _stage: self.refresh())
         self.run_panel.openItem.connect(self.open_item)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)

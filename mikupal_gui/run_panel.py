@@ -93,6 +93,7 @@ class RunPanel(QWidget):
 
     runStarted = Signal()
     runFinished = Signal(str)           # finished / cancelled / failed
+    stageFinished = Signal(str)         # new rows may be in the store
     openItem = Signal(int, int)         # video id, segment id (-1 when absent)
 
     def __init__(self, parent=None):
@@ -339,6 +340,8 @@ class RunPanel(QWidget):
                 bar = self._bars[ev.stage] = StageProgress(ev.stage)
                 self.progress_lay.addWidget(bar)
             (bar.finish if kind == "stage_finished" else bar.update_from)(ev)
+            if kind == "stage_finished":
+                self.stageFinished.emit(ev.stage)
         elif kind == "item_error":
             from pipeline.store import now
 

@@ -546,3 +546,37 @@ def test_export_dialog_previews_then_exports_in_the_background(qtbot, tmp_path):
     with qtbot.waitSignal(dlg.thread_done, timeout=60000):
         dlg.export_btn.click()
     assert dlg.message.text().startswith("Export failed:") and "\n" not in dlg.message.text()
+
+
+def test_the_demo_pipeline_from_the_run_panel_reaches_100_percent(qtbot, tmp_path, monkeypatch):
+    """The real stages (subtitles ASR, no separation model, Haar faces, sync ASD, baseline
+    annotator) on the synthetic demo clip, started as the Start button does."""
+    import sqlite3
+
+    from pipeline.demo_project import build_demo_project
+    from pipeline.stage import STAGE_ORDER
+
+    from mikupal_gui.run_panel import RunPanel
+
+    monkeypatch.setenv("MIKUPAL_MODELS_DIR", str(tmp_path / "models"))
+    proj = build_demo_project(tmp_path / "demo", on_line=lambda s: None)
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    panel.set_project(proj)
+    assert panel.backend.currentText() == "baseline"      # the project's settings are the defaults
+    assert panel.selected_stages() == list(STAGE_ORDER)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(20)
+    with qtbot.waitSignal(panel.runFinished, timeout=600000) as blocker:
+        panel.start_btn.click()
+    timer.stop()
+    assert blocker.args == ["finished"], panel.status.text()
+    assert panel.errors.rowCount() == 0, panel.errors.item(0, 2).text()
+    for stage in STAGE_ORDER:
+        bar = panel.bar(stage).bar
+        assert bar.value() == bar.maximum() > 0, stage
+    n = sqlite3.connect(proj.db_path).execute("SELECT COUNT(DISTINCT segment_id) FROM annotations").fetchone()[0]
+    assert n > 0 and panel.bar("emotion").bar.maximum() == n
+    assert len(ticks) >= 50, f"the event loop stalled during the run ({len(ticks)} timer ticks)"
