@@ -148,9 +148,12 @@ class WhisperTranscriber:
     def __init__(self, model_path: str | Path, *, device: str = "auto", compute_type: str = "auto",
                  batch_size: int = 8, beam_size: int = 5, language: str = "", guards: Guards | None = None,
                  batched: bool = True, window_s: float = 600.0, cpu_threads: int = 0,
-                 temperatures: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)):
+                 temperatures: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), device_index: int = 0):
         self.model_path = str(model_path)
+        if device.startswith("cuda:"):  # the runner hands out "cuda:N"
+            device, device_index = "cuda", int(device.split(":", 1)[1])
         self.device, self.compute_type = auto_device(device, compute_type)
+        self.device_index = device_index
         self.batch_size, self.beam_size = int(batch_size), int(beam_size)
         self.language = language or None
         self.guards = guards or Guards()
@@ -164,8 +167,8 @@ class WhisperTranscriber:
     def load(self) -> None:
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-        self.model = WhisperModel(self.model_path, device=self.device, compute_type=self.compute_type,
-                                  cpu_threads=self.cpu_threads)
+        self.model = WhisperModel(self.model_path, device=self.device, device_index=self.device_index,
+                                  compute_type=self.compute_type, cpu_threads=self.cpu_threads)
         self.pipeline = BatchedInferencePipeline(self.model)
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:

@@ -248,7 +248,8 @@ class AsrStage(_AudioStage):
                                  allow_download=bool(self.cfg["models"].get("allow_download", False)))
             guards = Guards(a["no_speech_threshold"], a["logprob_threshold"], a["compression_ratio_threshold"],
                             a["max_repeat_ngram"])
-            device = a["device"] if a["device"] != "auto" else ("cuda" if self.device.startswith("cuda") else "auto")
+            # [asr] device wins; else the runner's device for this worker (cpu / cuda:N)
+            device = a["device"] if a["device"] != "auto" else (self.device or "auto")
             t = WhisperTranscriber(path, device=device, compute_type=a["compute_type"], batch_size=a["batch_size"],
                                    beam_size=a["beam_size"], language=a["language"], guards=guards,
                                    batched=bool(a.get("batched", True)))
