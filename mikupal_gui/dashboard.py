@@ -210,14 +210,24 @@ class EmotionMap(pg.PlotWidget):
                   "brush": pg.mkBrush(*(int(255 * c) for c in p.rgb)), "pen": pg.mkPen(255, 255, 255, 160)}
                  for i, p in enumerate(points)]
         self.scatter.setData(spots)
-        # Name each cluster at the centre of its points (the strongest category).
+        if len(points) < 30:
+            # Few points: name each one (a cluster centre between scattered points misleads).
+            for p in points:
+                t = pg.TextItem(p.label, color=(60, 60, 60), anchor=(0, 1.2))
+                t.setPos(p.x, p.y)
+                self.addItem(t)
+                self._labels.append(t)
+            self.scatter.setSize(14)
+            return
+        self.scatter.setSize(9)
+        # Name each cluster at the median of its points (the strongest category).
         by_label: dict[str, list] = {}
         for p in points:
             by_label.setdefault(p.label, []).append((p.x, p.y))
         for label, xy in by_label.items():
             if len(xy) < max(2, len(points) // 50):
                 continue
-            cx, cy = np.mean(np.array(xy), axis=0)
+            cx, cy = np.median(np.array(xy), axis=0)
             t = pg.TextItem(label, color=(40, 40, 40), anchor=(0.5, 0.5))
             t.setPos(float(cx), float(cy))
             self.addItem(t)

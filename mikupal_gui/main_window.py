@@ -269,10 +269,11 @@ class MainWindow(QMainWindow):
         self.segments_view.setModel(self.segments_model)
         hs = self.segments_view.horizontalHeader()
         hs.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in (("id", 60), ("video", 150), ("start", 70), ("duration", 60), ("text", 420),
-                           ("status", 90), ("emotion", 100), ("score", 70), ("asd", 95), ("verdict", 160)):
+        for col, width in (("id", 50), ("video", 120), ("start", 60), ("duration", 55), ("status", 80),
+                           ("emotion", 95), ("score", 65), ("asd", 90), ("verdict", 130)):
             self.segments_view.setColumnWidth(models.COLUMN_INDEX[col], width)
-        hs.setStretchLastSection(True)
+        hs.setSectionResizeMode(models.COLUMN_INDEX["text"], QHeaderView.ResizeMode.Stretch)  # full text in tooltip
+        hs.setStretchLastSection(False)
         sort_col = int(self.settings.value("segments/sort_column", 0) or 0)
         sort_desc = str(self.settings.value("segments/sort_desc", "false")).lower() == "true"
         self.segments_view.sortByColumn(sort_col, Qt.SortOrder.DescendingOrder if sort_desc else Qt.SortOrder.AscendingOrder)

@@ -40,6 +40,13 @@ def fmt_eta(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def fmt_rate(rate: float) -> str:
+    """items/s for fast stages, s/item for slow ones (0.02 items/s reads badly)."""
+    if not rate:
+        return ""
+    return f"{rate:.1f} items/s" if rate >= 1 else f"{1 / rate:.1f} s/item"
+
+
 class StageProgress(QWidget):
     """One stage: its name and 'items/s · ETA · errors' above a 'done/total' bar."""
 
@@ -74,7 +81,7 @@ class StageProgress(QWidget):
             self.setToolTip("No item needed this stage in this run (already done, or an earlier stage failed for it).")
             return
         self.bar.setFormat(f"{done}/{total}")
-        parts = [f"{ev.rate:.2f} items/s" if ev.rate else ""]
+        parts = [fmt_rate(ev.rate)]
         if done < total and not finished:
             parts.append(f"ETA {fmt_eta(ev.eta_s)}")
         elif finished and not ev.errors:
