@@ -580,3 +580,19 @@ def test_the_demo_pipeline_from_the_run_panel_reaches_100_percent(qtbot, tmp_pat
     n = sqlite3.connect(proj.db_path).execute("SELECT COUNT(DISTINCT segment_id) FROM annotations").fetchone()[0]
     assert n > 0 and panel.bar("emotion").bar.maximum() == n
     assert len(ticks) >= 50, f"the event loop stalled during the run ({len(ticks)} timer ticks)"
+
+
+def test_an_error_row_for_a_video_shows_that_videos_segments(qtbot, small, settings):
+    from mikupal_gui.app import build_window
+
+    win = build_window(small.root, settings)
+    qtbot.addWidget(win)
+    wait_query(qtbot, win.segments_model)
+    with qtbot.waitSignal(win.segments_model.totalChanged, timeout=20000):
+        win.open_item(3, -1)
+    assert win.tabs.currentIndex() == 0
+    assert win.videos_model.video_id(win.videos_view.currentIndex().row()) == 3
+    m = win.segments_model
+    assert m.total() == 60 and {m.data(m.index(r, 0), m.VideoIdRole) for r in range(m.rowCount())} == {3}
+    win.dashboard.shutdown()
+    win.close()
