@@ -269,8 +269,8 @@ class MainWindow(QMainWindow):
         self.segments_view.setModel(self.segments_model)
         hs = self.segments_view.horizontalHeader()
         hs.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in (("id", 50), ("video", 120), ("start", 60), ("duration", 55), ("status", 80),
-                           ("emotion", 95), ("score", 65), ("asd", 90), ("verdict", 130)):
+        for col, width in (("id", 50), ("video", 105), ("start", 60), ("duration", 55), ("status", 75),
+                           ("emotion", 95), ("score", 65), ("asd", 65), ("verdict", 115)):
             self.segments_view.setColumnWidth(models.COLUMN_INDEX[col], width)
         hs.setSectionResizeMode(models.COLUMN_INDEX["text"], QHeaderView.ResizeMode.Stretch)  # full text in tooltip
         hs.setStretchLastSection(False)

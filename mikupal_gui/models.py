@@ -43,6 +43,7 @@ class SegmentColumn:
     sort_sql: str            # the ORDER BY expression
     needs_primary: bool = False
     numeric: bool = False
+    help: str = ""
 
 
 SEGMENT_COLUMNS: tuple[SegmentColumn, ...] = (
@@ -52,10 +53,14 @@ SEGMENT_COLUMNS: tuple[SegmentColumn, ...] = (
     SegmentColumn("duration", "Length", "(s.end_s - s.start_s)", numeric=True),
     SegmentColumn("text", "Text", "s.text COLLATE NOCASE"),
     SegmentColumn("status", "Status", "s.status"),
-    SegmentColumn("emotion", "Emotion", "pa.primary_emotion", needs_primary=True),
-    SegmentColumn("score", "Intensity", _SCORE, needs_primary=True, numeric=True),
-    SegmentColumn("asd", "Speaker score", "s.asd_score", numeric=True),
-    SegmentColumn("verdict", "Verdicts", _latest_verdict(False), needs_primary=True),
+    SegmentColumn("emotion", "Emotion", "pa.primary_emotion", needs_primary=True,
+                  help="Primary emotion of the newest run-0 answer"),
+    SegmentColumn("score", "Intensity", _SCORE, needs_primary=True, numeric=True,
+                  help="Intensity (0-1) of the primary emotion"),
+    SegmentColumn("asd", "Speaker", "s.asd_score", numeric=True,
+                  help="Active-speaker score of the chosen face track"),
+    SegmentColumn("verdict", "Verdicts", _latest_verdict(False), needs_primary=True,
+                  help="Each rater's latest verdict on the primary answer"),
 )
 COLUMN_INDEX = {c.key: i for i, c in enumerate(SEGMENT_COLUMNS)}
 
@@ -335,6 +340,8 @@ class SegmentTableModel(QAbstractTableModel):
     def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return SEGMENT_COLUMNS[section].title
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
+            return SEGMENT_COLUMNS[section].help or None
         return None
 
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):

@@ -358,7 +358,10 @@ class RunPanel(QWidget):
             text = {"finished": "finished", "cancelled": "cancelled", "failed": "failed"}.get(ev.status, ev.status)
             extra = f" with {ev.errors} item error{'s' if ev.errors != 1 else ''}" if ev.errors else ""
             why = f": {ev.message}" if ev.message else ""
-            self.status.setText(f"Run {ev.run_id} {text}{extra}{why}.")
+            if ev.status == "finished" and not ev.total:
+                self.status.setText(f"Run {ev.run_id}: nothing to do, every chosen stage is up to date.")
+            else:
+                self.status.setText(f"Run {ev.run_id} {text}{extra}{why}.")
 
     def _run_failed(self, message: str) -> None:
         self.last_status = "failed"

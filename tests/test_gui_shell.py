@@ -596,3 +596,18 @@ def test_an_error_row_for_a_video_shows_that_videos_segments(qtbot, small, setti
     assert m.total() == 60 and {m.data(m.index(r, 0), m.VideoIdRole) for r in range(m.rowCount())} == {3}
     win.dashboard.shutdown()
     win.close()
+
+
+def test_project_dialog_creates_a_project_and_lists_recent_ones(qtbot, tmp_path, small):
+    from mikupal_gui.dialogs import ProjectDialog, add_recent, recent_projects
+
+    add_recent(small.root)
+    add_recent(tmp_path / "gone")                 # no longer a project: not offered
+    dlg = ProjectDialog()
+    qtbot.addWidget(dlg)
+    items = [dlg.recent.item(i).data(Qt.ItemDataRole.UserRole) for i in range(dlg.recent.count())]
+    assert items == [str(Path(small.root).resolve())]
+    assert dlg.create(tmp_path / "fresh")
+    assert dlg.chosen == (tmp_path / "fresh").resolve()
+    assert (tmp_path / "fresh" / "mikupal.toml").exists() and (tmp_path / "fresh" / "project.db").exists()
+    assert recent_projects() == [str(Path(small.root).resolve())]   # the window adds it when it opens

@@ -127,10 +127,24 @@ class ProjectDialog(QDialog):
         d = QFileDialog.getExistingDirectory(self, "Where to put the demo project (a 'mikupal-demo' folder is made)")
         if not d:
             return
+        from ..workers import TaskThread
+
         root = Path(d) / "mikupal-demo"
-        try:
-            build_demo_project(root, on_line=lambda s: None)
-        except Exception as e:  # noqa: BLE001 - shown as one line
-            QMessageBox.warning(self, "Cannot build the demo", str(e))
-            return
-        self.choose(root)
+        # Making the clip (espeak + encoding) takes a few seconds: keep the dialog painting.
+        self._demo_thread = TaskThread(lambda progress: build_demo_project(root, on_line=lambda s: None), self)
+        self._demo_thread.succeeded.connect(lambda _p: self.choose(root))
+        self._demo_thread.failed.connect(lambda m: QMessageBox.warning(self, "Cannot build the demo", m))
+        self._demo_thread.finished.connect(lambda: self._busy(False))
+        self._busy(True)
+        self._demo_thread.start()
+
+    def _busy(self, on: bool) -> None:
+        for b in (self.open_btn, self.new_btn, self.demo_btn):
+            b.setEnabled(not on)
+        self.demo_btn.setText("Building the demo…" if on else "Demo project")
+
+    def done(self, r: int) -> None:
+        t = getattr(self, "_demo_thread", None)
+        if t is not None:
+            t.wait()
+        super().done(r)
