@@ -92,7 +92,7 @@ def bench_detectors(clips: dict[str, Path], n: int, models: Path | None) -> None
             dt, frames = timed(decode, path, width, n)
             print(f"{res:>9} {width:>12} {'decode only (baseline)':>22} {n / dt:9.1f} {rt(n / dt):>10}")
             for name, det in dets.items():
-                det.detect(frames[:1])
+                det.detect([frames[0].image])
                 dt, _ = timed(det.detect, [f.image for f in frames])
                 print(f"{res:>9} {width:>12} {name:>22} {n / dt:9.1f} {rt(n / dt):>10}")
             k = 4 if width <= 640 else 2

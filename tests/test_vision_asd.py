@@ -229,3 +229,21 @@ def test_talknet_without_weights_stops_the_stage_with_a_clear_line(tmp_path_fact
     msgs = [e["message"] for e in errors_of(proj, "asd")]
     assert any("pretrain_TalkSet.model" in m and str(d / "models" / "talknet") in m for m in msgs), msgs
     assert stage_info(proj, vid, "asd")["status"] == "failed"
+
+
+def test_batched_multi_length_scoring_equals_chunk_by_chunk():
+    """The official protocol scores each chunk alone; batching equal chunks must not change it."""
+    torch.manual_seed(0)
+    net = A.LightASD().eval()
+    rng = np.random.default_rng(0)
+    for t in (20, 60, 113):
+        faces = rng.integers(0, 255, (t, 112, 112), dtype=np.uint8)
+        feats = rng.standard_normal((4 * t, 13)).astype(np.float32)
+        want = np.zeros(t)
+        with torch.inference_mode():
+            for dur in range(1, 7):
+                n = 25 * dur
+                chunks = [net(torch.from_numpy(feats[4 * i: 4 * (i + n)])[None], torch.from_numpy(faces[i: i + n])[None])[0]
+                          for i in range(0, t, n)]
+                want += torch.cat(chunks).numpy() / 6
+        np.testing.assert_allclose(A.light_asd_scores(net, faces, feats), want, rtol=1e-4, atol=1e-4)

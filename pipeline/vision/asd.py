@@ -31,8 +31,8 @@ from ..stage import ModelMissingError
 CROP_SIZE = 112
 VIDEO_FPS = 25
 MFCC_PER_FRAME = 4
-# Light-ASD's evaluation scores every track at several chunk lengths (seconds) and averages;
-# repeats in the official list are weights, so we run each length once and weight it.
+# Light-ASD's evaluation scores every track cut into chunks of 1..6 s and averages the six
+# results per frame (its list {1,1,1,2,2,2,3,3,4,5,6} is a Python set: each length once).
 DURATION_WEIGHTS = {1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1}
 
 
@@ -303,16 +303,20 @@ def light_asd_scores(net: LightASD, faces: np.ndarray, feats: np.ndarray, device
     weight = 0
     for dur, w in DURATION_WEIGHTS.items():
         n = dur * VIDEO_FPS
+        full = t // n
         out = []
-        for i in range(0, t, n):
-            v = v_all[i: i + n][None]
-            a = a_all[MFCC_PER_FRAME * i: MFCC_PER_FRAME * (i + n)][None]
-            out.append(net(a, v)[0].float().cpu().numpy())
-        total += w * np.concatenate(out)
+        if full:  # equal-length chunks go through as one batch (each is scored independently)
+            v = v_all[: full * n].reshape(full, n, *v_all.shape[1:])
+            a = a_all[: full * n * MFCC_PER_FRAME].reshape(full, n * MFCC_PER_FRAME, -1)
+            out.append(net(a, v).reshape(-1).float().cpu().numpy())
+        if full * n < t:
+            out.append(net(a_all[full * n * MFCC_PER_FRAME:][None], v_all[full * n:][None])[0].float().cpu().numpy())
+        scores = np.concatenate(out)
+        if n >= t:  # this and every longer length see the whole track as one chunk: same result
+            w = sum(ww for d, ww in DURATION_WEIGHTS.items() if d >= dur)
+        total += w * scores
         weight += w
-        if n >= t:  # longer chunks would repeat this one exactly
-            total += sum(ww for d, ww in DURATION_WEIGHTS.items() if d > dur) * np.concatenate(out)
-            weight += sum(ww for d, ww in DURATION_WEIGHTS.items() if d > dur)
+        if n >= t:
             break
     return total / weight
 
