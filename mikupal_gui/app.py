@@ -1,6 +1,7 @@
 """Application setup and the entry point used by `mikupal gui [PROJECT]` and bare `mikupal`."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -48,8 +49,24 @@ def build_window(project: str | Path | None, settings: QSettings | None = None):
     return win
 
 
+def no_display_reason() -> str | None:
+    """Why Qt could not open a window here (Linux without X/Wayland), else None.
+
+    Qt itself would abort the process with a core dump; one line is kinder."""
+    if not sys.platform.startswith("linux"):
+        return None
+    if any(os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")):
+        return None
+    return ("no display: DISPLAY and WAYLAND_DISPLAY are unset; start the app in a desktop session "
+            "(or under xvfb-run), or use the headless commands (mikupal run/status/export)")
+
+
 def main(project: str | None = None, argv: list[str] | None = None) -> int:
     """Run the desktop app; returns the process exit code (0 = closed normally)."""
+    why = no_display_reason()
+    if why:
+        print(f"mikupal gui: {why}", file=sys.stderr)
+        return 1
     app = make_app(argv)
     settings = QSettings()
     root = pick_project(project, settings)

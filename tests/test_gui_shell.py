@@ -611,3 +611,17 @@ def test_project_dialog_creates_a_project_and_lists_recent_ones(qtbot, tmp_path,
     assert dlg.chosen == (tmp_path / "fresh").resolve()
     assert (tmp_path / "fresh" / "mikupal.toml").exists() and (tmp_path / "fresh" / "project.db").exists()
     assert recent_projects() == [str(Path(small.root).resolve())]   # the window adds it when it opens
+
+
+def test_without_a_display_mikupal_gui_says_so_in_one_line(small, tmp_path):
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env["HOME"] = str(tmp_path)
+    if sys.platform.startswith("linux"):
+        r = subprocess.run([sys.executable, "-m", "pipeline.cli", "gui", str(small.root)], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1
+        assert r.stderr.strip().count("\n") == 0 and "no display" in r.stderr
+    else:
+        pytest.skip("only Linux runs without a display server")
