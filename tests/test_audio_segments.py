@@ -10,6 +10,7 @@ from audio_fixtures import (run_stages, TINY_MDX, add_video, audio_models_dir, a
                             tiny_mdx, write_video)
 from pipeline import store
 
+from pipeline.audio.stages import make_stage
 from pipeline.audio.vad import iou
 from pipeline.segments import build_segments, retention
 
@@ -155,3 +156,31 @@ def test_retention_counts_only_kept_statuses(audio_project):
         db.conn.execute("INSERT INTO segments (video_id, start_s, end_s, status) VALUES (1, ?, ?, ?)", (s, e, st))
     assert retention(db) == {"videos": 1, "input_s": 100.0, "kept_s": 15.0, "retention": 0.15}
     assert retention(db, drop_statuses=())["kept_s"] == 25.0
+
+
+def test_dropped_transcripts_never_become_segments(tmp_path, audio_project):
+    """Rows the ASR guards dropped stay in transcripts (auditable) but build no utterance; words drive the text."""
+    mix, _, truth = speech_scene(LINES[:2], 48000, snr_db=20.0, background="noise")
+    video = write_video(tmp_path / "scene.mp4", mix, 48000)
+    vid = add_video(audio_project, video)
+    c = audio_project.config
+    c["separate"]["model"] = "none"
+    c["segments"]["min_s"] = 1.0
+    assert run_stages(audio_project, ["separate", "vad"])["vad"] == {"done": 1, "failed": 0}
+    db = audio_project.db()
+    (s1, e1, t1), (s2, e2, t2) = truth
+    words = [{"start": s1 + i * (e1 - s1) / 7, "end": s1 + (i + 1) * (e1 - s1) / 7, "word": f" {w}", "p": 0.9}
+             for i, w in enumerate(t1.split())]
+    rows = [(s1 - 0.3, e1 + 0.3, "whatever whisper said", json.dumps(words), None),
+            (s2, e2, "Thanks for watching!", "[]", "no_speech")]
+    for s, e, text, wj, dropped in rows:
+        db.conn.execute("INSERT INTO transcripts (video_id, start_s, end_s, text, words_json, language, source, dropped)"
+                        " VALUES (?, ?, ?, ?, ?, 'en', 'whisper', ?)", (vid, s, e, text, wj, dropped))
+    key = make_stage("asr", audio_project).cache_key(db, vid)
+    store.set_stage_state(db, vid, "asr", "done", cache_key=key, info={"source": "whisper"})
+    assert run_stages(audio_project, ["segments"])["segments"] == {"done": 1, "failed": 0}
+    segs = store.rows(db, "SELECT start_s, end_s, text, words_json, language FROM segments WHERE video_id=?", (vid,))
+    assert len(segs) == 1
+    assert segs[0]["text"] == t1 and segs[0]["language"] == "en"  # text rebuilt from the words
+    assert len(json.loads(segs[0]["words_json"])) == len(t1.split())
+    assert iou([(segs[0]["start_s"], segs[0]["end_s"])], [(s1, e1)]) > 0.85
