@@ -10,6 +10,8 @@ from PySide6.QtWidgets import QApplication
 
 ORG = "MIKU-PAL"
 APP = "MIKU-PAL"
+# Same layout as pipeline/taxonomy.py's data (the PyInstaller spec ships resources/ beside it).
+ICON = Path(__file__).resolve().parent.parent / "resources" / "icons" / "mikupal-256.png"
 
 
 def make_app(argv: list[str] | None = None) -> QApplication:
@@ -19,7 +21,10 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     app = QApplication.instance()
     if app is None:
         app = QApplication(argv if argv is not None else [sys.argv[0]])
-    app.setApplicationDisplayName(APP)
+    if ICON.exists():
+        from PySide6.QtGui import QIcon
+
+        app.setWindowIcon(QIcon(str(ICON)))
     if app.style().name().lower() not in ("fusion", "macos", "windowsvista", "windows11"):
         app.setStyle("Fusion")
     return app
