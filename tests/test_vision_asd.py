@@ -3,7 +3,6 @@ the per-segment decision and the `asd` stage end to end on synthetic two-face cl
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -184,46 +184,34 @@ class AsdStage(Stage):
 
         fps = float(task["fps"])
         path = task["path"]
-        segs = task["segments"]
         tracks = {tid: _TrackGeometry(boxes, fps) for tid, boxes in task["tracks"]}
-        results = []
-        audio_path = None
-        spans = merge_spans([(s[1], s[2]) for s in segs]) if tracks else []
-        by_span: dict[int, list] = {i: [] for i in range(len(spans))}
-        for s in segs:
-            i = next((i for i, (a, b) in enumerate(spans) if a <= s[1] + 1e-6 and s[2] <= b + 1e-6), None)
-            if i is None:  # no tracks at all, or an empty segment: nobody to score
-                results.append(_decide(s, {}, {}, self.cfg["asd"]))
-            else:
-                by_span[i].append(s)
-        if spans:
-            audio_path = ensure_audio(self.project, path, task["sha256"], stereo44=False)["mix16k"]
+        audio_path = ensure_audio(self.project, path, task["sha256"], stereo44=False)["mix16k"] if tracks else None
         stats = DecodeStats()
-        for i, (a, b) in enumerate(spans):
-            active = {tid: g for tid, g in tracks.items() if g.first <= b * fps + 1 and g.last >= a * fps - 1}
+        results = []
+        # One segment at a time (each <= [segments] max_s): memory stays bounded whatever the
+        # video length; only the frames inside the segment are decoded.
+        for seg in task["segments"]:
+            a, b = float(seg[1]), float(seg[2])
+            ks = grid_indices(a, b, fps)
+            active = {tid: g for tid, g in tracks.items() if len(ks) and g.first <= ks[-1] and g.last >= ks[0]}
             crops: dict[int, dict[int, np.ndarray]] = {tid: {} for tid in active}
             if active:
                 for fr in iter_frames(path, [(a, b)], fps, fmt="gray", stats=stats):
                     for tid, g in active.items():
                         if g.first <= fr.index <= g.last:
                             crops[tid][fr.index] = asd_mod.crop_face(fr.image, *g.crop_geometry(fr.index, fr.scale))
-            # int16 scale, as TalkNet reads its wav files (the MFCC energy term depends on it)
-            audio = read_audio(audio_path, a, b + 2.0 / fps) * 32768.0
-            for s in by_span[i]:
-                scores, n_frames = {}, {}
-                for tid in active:
-                    ks = [k for k in grid_indices(s[1], s[2], fps) if k in crops[tid]]
-                    if len(ks) < MIN_ASD_FRAMES:
-                        continue
-                    k0, k1 = ks[0], ks[-1]
-                    seq = _fill(crops[tid], k0, k1)
-                    off = int(round((k0 / fps - a) * 16000))
-                    clip = audio[max(off, 0): off + int(round((k1 - k0 + 1) / fps * 16000))]
-                    scores[tid] = self._score(seq, clip)
-                    n_frames[tid] = (k0, k1)
-                bbox = {tid: tracks[tid].median_box(*n_frames[tid]) for tid in scores}
-                results.append(_decide(s, scores, bbox, self.cfg["asd"]))
-        results.sort(key=lambda r: r["id"])
+            scores, spans = {}, {}
+            for tid in active:
+                have = sorted(crops[tid])
+                if len(have) < MIN_ASD_FRAMES:
+                    continue
+                k0, k1 = have[0], have[-1]
+                # int16 scale, as TalkNet reads its wav files (the MFCC energy term depends on it)
+                audio = read_audio(audio_path, k0 / fps, (k1 + 1) / fps) * 32768.0
+                scores[tid] = self._score(_fill(crops[tid], k0, k1), audio)
+                spans[tid] = (k0, k1)
+            bbox = {tid: tracks[tid].median_box(*spans[tid]) for tid in scores}
+            results.append(_decide(seg, scores, bbox, self.cfg["asd"]))
         return {"segments": results, "model": self.model_name, "frames": stats.frames, "corrupt_frames": stats.corrupt}
 
     def _score(self, faces: np.ndarray, samples: np.ndarray) -> float:
