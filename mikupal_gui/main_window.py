@@ -322,7 +322,12 @@ class MainWindow(QMainWindow):
             self.review = None
             lay.addWidget(ReviewUnavailable(f"{type(e).__name__}: {e}"))
             return
-        self.review.verdictSaved.connect(self._verdict_saved)
+        # The workspace speaks in annotation ids; the tables and the saved state in segments.
+        self.review.verdictSaved.connect(lambda aid, _v: self._annotation_changed(aid))
+        if hasattr(self.review, "verdictUndone"):
+            self.review.verdictUndone.connect(self._annotation_changed)
+        if hasattr(self.review, "itemShown"):
+            self.review.itemShown.connect(self._item_shown)
         lay.addWidget(self.review)
         if self.rater:
             self.review.set_rater(self.rater)
@@ -446,9 +451,7 @@ class MainWindow(QMainWindow):
         self._open_in_review(segment_id)
 
     def _open_in_review(self, segment_id: int) -> None:
-        self.last_segment = segment_id
-        if self.project is not None:
-            self.settings.setValue(_project_key(self.project.root) + "/last_segment", segment_id)
+        self._remember(segment_id)
         if self.review is None:
             return
         if not self.ask_rater():
@@ -456,12 +459,9 @@ class MainWindow(QMainWindow):
         self.review.open_segment(segment_id)
 
     def open_annotation(self, annotation_id: int) -> None:
-        if self.segments_model is None:
-            return
-        row = self.segments_model._conn.execute("SELECT segment_id FROM annotations WHERE id=?",
-                                                (annotation_id,)).fetchone()
-        if row:
-            self.open_segment(int(row[0]))
+        sid = self.segment_of(annotation_id)
+        if sid is not None:
+            self.open_segment(sid)
 
     def open_item(self, video_id: int, segment_id: int) -> None:
         """An error row was activated: show its segment in review, or its video in the table."""
@@ -475,13 +475,29 @@ class MainWindow(QMainWindow):
                 self.videos_view.setCurrentIndex(self.videos_model.index(row, 0))
                 self.filter_bar.only_video.setChecked(True)
 
-    def _verdict_saved(self, segment_id: int, verdict: str) -> None:
-        if self.segments_model is not None:
-            self.segments_model.refresh_segment(segment_id)
+    def segment_of(self, annotation_id: int) -> int | None:
+        if self.segments_model is None or not annotation_id:
+            return None
+        row = self.segments_model._conn.execute("SELECT segment_id FROM annotations WHERE id=?",
+                                                (annotation_id,)).fetchone()
+        return int(row[0]) if row else None
+
+    def _remember(self, segment_id: int) -> None:
         self.last_segment = segment_id
         if self.project is not None:
             self.settings.setValue(_project_key(self.project.root) + "/last_segment", segment_id)
+
+    def _annotation_changed(self, annotation_id: int) -> None:
+        """A verdict was saved or undone: update that table row and the dashboard."""
+        sid = self.segment_of(annotation_id)
+        if sid is not None:
+            self.segments_model.refresh_segment(sid)
         self.dashboard.mark_stale()
+
+    def _item_shown(self, annotation_id: int) -> None:
+        sid = self.segment_of(annotation_id)
+        if sid is not None:
+            self._remember(sid)
 
     def _tab_changed(self, i: int) -> None:
         self.settings.setValue("window/tab", i)

@@ -625,3 +625,38 @@ def test_without_a_display_mikupal_gui_says_so_in_one_line(small, tmp_path):
         assert r.stderr.strip().count("\n") == 0 and "no display" in r.stderr
     else:
         pytest.skip("only Linux runs without a display server")
+
+
+# ---- the review workspace inside the window ---------------------------------------------------
+
+def test_verdicts_given_in_the_review_tab_show_in_the_table_and_undo(qtbot, tmp_path, settings):
+    pytest.importorskip("mikupal_gui.review", reason="the review workspace is not in this build")
+    from PySide6.QtTest import QTest
+    from pipeline.project import Project
+    from review_fixture import build_project
+
+    from mikupal_gui.app import build_window
+
+    root = tmp_path / "rev"
+    Project.create(root)
+    rp = build_project(root)
+    win = build_window(root, settings)
+    qtbot.addWidget(win)
+    wait_query(qtbot, win.segments_model)
+    assert win.review is not None
+    win.set_rater("alice")
+    sid = rp.segment_ids[1]
+    win.open_segment(sid)
+    assert win.tabs.currentIndex() == 1
+    qtbot.waitUntil(lambda: win.review.annotation_id == rp.annotation_ids[1], timeout=20000)
+    m, col = win.segments_model, models.COLUMN_INDEX["verdict"]
+    row = m.row_of(sid)
+    with qtbot.waitSignal(win.review.verdictSaved, timeout=10000):
+        win.review.setFocus()
+        QTest.keyClick(win.review, Qt.Key.Key_A)
+    assert m.data(m.index(row, col)) == "alice: accept"
+    with qtbot.waitSignal(win.review.verdictUndone, timeout=10000):
+        QTest.keyClick(win.review, Qt.Key.Key_U)
+    assert m.data(m.index(row, col)) == ""
+    assert int(settings.value(f"project_state/{str(Path(root).resolve()).replace('/', '|')}/last_segment")) == sid
+    win.close()
