@@ -1,0 +1,248 @@
+"""The review workspace on a real project: keys persist verdicts, radar data, painted frames."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ["MIKUPAL_AUDIO"] = "none"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+pytest.importorskip("pytestqt", reason="pytest-qt is needed for GUI tests (pip install -e .[dev])")
+from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtGui import QColor  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+import review_fixture as rf  # noqa: E402
+
+from pipeline import review, store  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return rf.build_project(tmp_path_factory.mktemp("gui_review"))
+
+
+@pytest.fixture
+def proj(built, tmp_path):
+    root = tmp_path / "p"
+    shutil.copytree(built.root, root)
+    built_copy = rf.ReviewProject(**{**built.__dict__, "root": root, "db_path": root / "project.db",
+                                     "video_path": root / "clip.mp4"})
+    db = store.connect(built_copy.db_path)
+    db.conn.execute("UPDATE videos SET path = ?", (str(built_copy.video_path),))
+    db.conn.close()
+    return built_copy
+
+
+def _workspace(qtbot, proj, rater="ann"):
+    from mikupal_gui.review import ReviewWorkspace
+    ws = ReviewWorkspace(proj.db_path, proj.root)
+    qtbot.addWidget(ws)
+    ws.resize(1200, 720)
+    ws.show()
+    qtbot.waitExposed(ws)
+    ws.set_rater(rater)
+    ws.activateWindow()
+    ws.setFocus()
+    qtbot.waitUntil(ws.isActiveWindow)
+    return ws
+
+
+def _verdicts(proj, rater):
+    db = store.connect(proj.db_path)
+    try:
+        return {a: (review.current_verdict(db, a, rater) or {}).get("verdict") for a in proj.annotation_ids}
+    finally:
+        db.conn.close()
+
+
+def test_keys_navigate_save_and_undo(qtbot, proj):
+    ws = _workspace(qtbot, proj)
+    ids = proj.annotation_ids
+    assert ws.ids == ids and ws.annotation_id == ids[0]
+    qtbot.keyClick(ws, Qt.Key_Right)
+    assert ws.annotation_id == ids[1]
+    qtbot.keyClick(ws, Qt.Key_Left)
+    assert ws.annotation_id == ids[0]
+
+    with qtbot.waitSignal(ws.verdictSaved) as sig:
+        qtbot.keyClick(ws, Qt.Key_A)
+    assert sig.args == [ids[0], "accept"]
+    assert ws.annotation_id == ids[1]  # moved on
+    ws.correct_combo.setCurrentText("Anger")
+    qtbot.keyClick(ws, Qt.Key_R)
+    qtbot.keyClick(ws, Qt.Key_S)
+    assert _verdicts(proj, "ann") == {ids[0]: "accept", ids[1]: "reject", ids[2]: "skip", ids[3]: None}
+    db = store.connect(proj.db_path)
+    assert review.current_verdict(db, ids[1], "ann")["corrected_label"] == "Anger"
+    db.conn.close()
+
+    qtbot.keyClick(ws, Qt.Key_U)  # the skip is gone and that item is on screen again
+    assert _verdicts(proj, "ann")[ids[2]] is None
+    assert ws.annotation_id == ids[2]
+    assert "not reviewed" in ws.labels.verdict.text()
+    qtbot.keyClick(ws, Qt.Key_Left)
+    assert "REJECT" in ws.labels.verdict.text() and "Anger" in ws.labels.verdict.text()
+    ws.shutdown()
+
+
+def test_queue_end_and_emotion_queue(qtbot, proj):
+    ws = _workspace(qtbot, proj)
+    for _ in proj.annotation_ids:
+        qtbot.keyClick(ws, Qt.Key_A)
+    assert ws.annotation_id is None and "Queue finished" in ws.status.text()
+    assert not ws.accept_btn.isEnabled()
+    ws.set_queue("unreviewed")
+    assert ws.ids == []
+    ws.set_queue("emotion", "Joy")
+    assert ws.ids == [proj.annotation_ids[0], proj.annotation_ids[3]]
+    ws.open_segment(proj.segment_ids[2])  # from the shell's segment table
+    assert ws.annotation_id == proj.annotation_ids[2]
+    ws.shutdown()
+
+
+def test_radar_plots_stored_intensities_and_run_spread(qtbot, proj):
+    ws = _workspace(qtbot, proj)
+    qtbot.keyClick(ws, Qt.Key_Right)
+    seg = proj.segment_ids[1]
+    stored = proj.intensities[seg][0]
+    plotted = ws.radar.plotted_values()
+    assert ws.radar.categories == list(stored)  # taxonomy order
+    assert plotted == pytest.approx(stored, abs=1e-9)
+    lo, hi = ws.radar.spread()
+    runs = np.array([[r[c] for c in ws.radar.categories] for r in proj.intensities[seg]])
+    assert lo == pytest.approx(runs.min(axis=0)) and hi == pytest.approx(runs.max(axis=0))
+    assert "Anger" in ws.labels.header.text() and "abc123def4" in ws.labels.header.text()
+    ws.shutdown()
+
+
+def _is(c: QColor, rgb, tol=60) -> bool:
+    return all(abs(a - b) <= tol for a, b in zip((c.red(), c.green(), c.blue()), rgb))
+
+
+def _check_box_on_frame(ws, proj):
+    """The speaker box is drawn where the red rectangle of the displayed frame is."""
+    view = ws.player.view
+    r = view.box_rect(proj.red_track_id)
+    assert r is not None
+    img = view.grab().toImage()
+    dpr = img.devicePixelRatio()
+    y = int(r.center().y() * dpr)
+    edge = int(round(r.left() * dpr))
+    assert _is(img.pixelColor(edge, y), (0x39, 0xFF, 0x14)), "speaker box not drawn at the stored box"
+    assert _is(img.pixelColor(edge + int(5 * dpr), y), rf.RED), "box left edge is not on the red face"
+    assert not _is(img.pixelColor(edge - int(5 * dpr), y), rf.RED), "red face extends left of the box"
+    b = view.box_rect(proj.blue_track_id)
+    assert _is(img.pixelColor(int(b.center().x() * dpr), int(b.center().y() * dpr)), rf.BLUE)
+
+
+def _red_frame_index(view) -> float:
+    """Which video frame is on screen, read from the red rectangle's position in its pixels."""
+    img = view.image
+    y = int((rf.RED_Y[0] + rf.RED_Y[1]) / 2 * img.height() / rf.H)
+    xs = [x for x in range(img.width()) if _is(img.pixelColor(x, y), rf.RED)]
+    return (xs[0] * rf.W / img.width() - 20) / rf.SPEED_PX
+
+
+@pytest.mark.parametrize("backend", ["av", "vlc"])
+def test_player_paints_boxes_in_step_with_frames(qtbot, proj, backend, monkeypatch):
+    if backend == "av":
+        monkeypatch.setenv("MIKUPAL_PLAYER", "av")
+    else:
+        monkeypatch.delenv("MIKUPAL_PLAYER", raising=False)
+        vlc = pytest.importorskip("vlc", reason="python-vlc is not installed")
+        if vlc.Instance(["--aout=dummy", "--quiet"]) is None:
+            pytest.skip("libVLC is not installed (apt install vlc)")
+    ws = _workspace(qtbot, proj)
+    player = ws.player
+    assert player.backend == backend
+    # paused: the exact frame at a time inside the segment
+    player.seek(0.8)
+    assert player.position == pytest.approx(0.8, abs=1e-6)
+    assert _red_frame_index(player.view) == pytest.approx(20, abs=0.01)
+    _check_box_on_frame(ws, proj)
+    qtbot.keyClick(ws, Qt.Key_Period)  # one frame forward
+    assert _red_frame_index(player.view) == pytest.approx(21, abs=0.01)
+    qtbot.keyClick(ws, Qt.Key_Comma)
+    qtbot.keyClick(ws, Qt.Key_Comma)
+    assert _red_frame_index(player.view) == pytest.approx(19, abs=0.01)
+
+    # playing: the frame time used for the boxes matches the picture, within one frame
+    qtbot.keyClick(ws, Qt.Key_Space)
+    assert player.playing
+    samples = []
+    deadline = time.monotonic() + 8
+    while len(samples) < 8 and time.monotonic() < deadline:
+        qtbot.wait(60)
+        if player.playing and player.view.image is not None and player.position > 0.45:
+            samples.append((player.position * rf.FPS, _red_frame_index(player.view)))
+            _check_box_on_frame(ws, proj)
+    assert len(samples) >= 5, "playback produced too few frames"
+    off = [abs(shown - picture) for shown, picture in samples]
+    assert max(off) <= 1.0 + 1e-6, f"box time and picture differ by more than a frame: {samples}"
+    assert sum(o < 1e-6 for o in off) >= 0.75 * len(off), f"box time is usually not the picture's frame: {samples}"
+    assert len({round(p) for _, p in samples}) >= 3  # it really played
+    qtbot.waitUntil(lambda: not player.playing, timeout=8000)  # stops at the window end (no loop)
+    assert player.position == pytest.approx(player.window[1], abs=2 / rf.FPS)
+    ws.shutdown()
+
+
+def test_vlc_missing_shows_message_and_still_plays_frames(qtbot, proj, monkeypatch):
+    from mikupal_gui import player as player_mod
+    monkeypatch.delenv("MIKUPAL_PLAYER", raising=False)
+    monkeypatch.setitem(sys.modules, "vlc", None)  # `import vlc` raises ImportError
+    ws = _workspace(qtbot, proj)
+    assert ws.player.backend == "av"
+    assert ws.player.view.message == player_mod.VLC_MISSING
+    assert ws.player.view.image is not None
+    ws.player.seek(0.6)
+    _check_box_on_frame(ws, proj)
+    ws.shutdown()
+
+
+def test_loop_and_rate_keys(qtbot, proj, monkeypatch):
+    monkeypatch.setenv("MIKUPAL_PLAYER", "av")
+    ws = _workspace(qtbot, proj)
+    qtbot.keyClick(ws, Qt.Key_BracketRight)
+    qtbot.keyClick(ws, Qt.Key_BracketRight)
+    assert ws.player.rate == 1.5
+    qtbot.keyClick(ws, Qt.Key_BracketLeft)
+    assert ws.player.rate == 1.25
+    qtbot.keyClick(ws, Qt.Key_L)
+    assert ws.player.loop and "loop" in ws.time_label.text()
+    qtbot.keyClick(ws, Qt.Key_Space)
+    seen_wrap = False
+    last = ws.player.position
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline and not seen_wrap:
+        qtbot.wait(30)
+        seen_wrap = ws.player.position < last - 0.5
+        last = ws.player.position
+    assert seen_wrap and ws.player.playing
+    ws.shutdown()
+
+
+def test_two_raters_on_one_project_keep_both_verdicts(qtbot, proj, monkeypatch):
+    monkeypatch.setenv("MIKUPAL_PLAYER", "av")
+    a = _workspace(qtbot, proj, "ann")
+    b = _workspace(qtbot, proj, "bob")
+    a.verdict("accept")
+    b.verdict("reject")
+    a.verdict("reject")
+    b.verdict("accept")
+    assert _verdicts(proj, "ann")[proj.annotation_ids[0]] == "accept"
+    assert _verdicts(proj, "bob")[proj.annotation_ids[0]] == "reject"
+    assert _verdicts(proj, "ann")[proj.annotation_ids[1]] == "reject"
+    assert _verdicts(proj, "bob")[proj.annotation_ids[1]] == "accept"
+    # each sees the other's verdict as "others"
+    a.prev_item()
+    assert "1 accept" in a.labels.verdict.text()
+    a.shutdown()
+    b.shutdown()
+
