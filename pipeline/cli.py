@@ -169,6 +169,7 @@ from .review_stats import review_stats_command; app.command("review-stats")(revi
 from .emotion_map import map_command; app.command("map")(map_command)  # noqa: E402,E702
 from .report import report_command; app.command("report")(report_command)  # noqa: E402,E702
 from .export.command import export_command; app.command("export")(export_command)  # noqa: E402,E702
+from .runner_cli import run_command; app.command("run")(run_command)  # noqa: E402,E702
 
 
 def main() -> None:

@@ -119,7 +119,7 @@ SPEC: list[Setting] = [
     Setting("runner", "devices", "auto", "\"auto\", \"cpu\" or a list like \"cuda:0,cuda:1\"."),
     Setting("runner", "queue_size", 8, "Items buffered between two stages (back-pressure)."),
     Setting("runner", "num_gpus", {}, "Ray: GPUs per stage actor, e.g. {asr = 1, faces = 0.5}."),
-    Setting("runner", "num_cpus", {}, "Ray: CPUs reserved per stage actor, e.g. {faces = 2}; unset = Ray's actor default."),
+    Setting("runner", "num_cpus", {}, "Ray: CPUs reserved per stage actor, e.g. {faces = 2}; unset = 0 (actors share the CPUs)."),
     Setting("runner", "max_task_retries", 2, "Ray: times a task is retried when its actor's process or node dies."),
     Setting("export", "sample_rate", 24000, "WAV sample rate of exported clips."),
     Setting("export", "audio", "vocals", "\"vocals\" (separated) or \"mix\" (original).", ("vocals", "mix")),

@@ -518,13 +518,15 @@ class Runner:
     def _dispatch(self) -> None:
         # Downstream first: finishing videos frees memory and shows results sooner.
         for name in reversed(self.order):
-            room = self.executor.room(name)
             bl = self.backlog[name]
+            if name in self.dead:  # its workers are gone: no room will ever open
+                while bl:
+                    vid, item = bl.popleft()
+                    self._fail_dead(vid, name, [item])
+                continue
+            room = self.executor.room(name)
             while room > 0 and bl and not self.cancelled:
                 vid, item = bl.popleft()
-                if name in self.dead:
-                    self._fail_dead(vid, name, [item])
-                    continue
                 try:
                     task = self.drivers[name].prepare(self.db, item)
                 except Exception as e:  # noqa: BLE001
