@@ -189,6 +189,7 @@ class EmotionMap(pg.PlotWidget):
         self.setMinimumHeight(240)
         self.getPlotItem().hideAxis("left")
         self.getPlotItem().hideAxis("bottom")
+        self.getPlotItem().getViewBox().setDefaultPadding(0.12)  # room for the labels at the edges
         self.scatter = pg.ScatterPlotItem(size=9, hoverable=True, hoverSize=14, hoverPen=pg.mkPen("k", width=1.5))
         self.scatter.sigClicked.connect(self._clicked)
         self.scatter.sigHovered.connect(self._hovered)

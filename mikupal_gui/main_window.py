@@ -182,7 +182,6 @@ class MainWindow(QMainWindow):
         self.run_panel.openItem.connect(self.open_item)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(self.run_panel)
         self.run_dock = QDockWidget("Run pipeline", self)
         self.run_dock.setObjectName("runDock")
@@ -285,7 +284,9 @@ class MainWindow(QMainWindow):
         self._set_project_actions(True)
         state = self.settings.value(_project_key(project.root) + "/last_segment")
         self.last_segment = int(state) if state not in (None, "") else None
-        if self.last_segment is not None and self.review is not None and self.tabs.currentIndex() == TAB_REVIEW:
+        if self.last_segment is not None and self.review is not None and self.rater:
+            self.review.open_segment(self.last_segment)  # the review tab shows where the rater left off
+        elif self.tabs.currentIndex() == TAB_REVIEW and self.last_segment is not None:
             self._open_in_review(self.last_segment)
         self.status_label.setText(str(project.root))
         if self.tabs.currentIndex() == TAB_DASHBOARD:
@@ -326,11 +327,12 @@ class MainWindow(QMainWindow):
         self.review.verdictSaved.connect(lambda aid, _v: self._annotation_changed(aid))
         if hasattr(self.review, "verdictUndone"):
             self.review.verdictUndone.connect(self._annotation_changed)
-        if hasattr(self.review, "itemShown"):
-            self.review.itemShown.connect(self._item_shown)
         lay.addWidget(self.review)
         if self.rater:
             self.review.set_rater(self.rater)
+        # Connected after the first queue is shown, so it cannot replace the remembered item.
+        if hasattr(self.review, "itemShown"):
+            self.review.itemShown.connect(self._item_shown)
 
     def choose_project(self) -> None:
         dlg = ProjectDialog(self)
@@ -447,7 +449,10 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Reviewing as {name}", 5000)
 
     def open_segment(self, segment_id: int) -> None:
-        self.tabs.setCurrentIndex(TAB_REVIEW)
+        if self.tabs.currentIndex() != TAB_REVIEW:
+            self._remember(segment_id)  # the tab switch opens the remembered item
+            self.tabs.setCurrentIndex(TAB_REVIEW)
+            return
         self._open_in_review(segment_id)
 
     def _open_in_review(self, segment_id: int) -> None:

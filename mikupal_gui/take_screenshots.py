@@ -43,26 +43,22 @@ def _save(widget, out: Path, name: str, written: list[Path]) -> None:
 
 
 def _review_some(app, win, raters: list[str], per_rater: int) -> int:
-    """Demo raters go through the unreviewed queue with the review keys (A accept, R reject)."""
-    from PySide6.QtCore import Qt
-    from PySide6.QtTest import QTest
-
+    """Demo raters go through their unreviewed queue: accept, with every fourth rejected
+    (the slots the A and R keys trigger)."""
     review = win.review
     if review is None:
         return 0
     done = 0
     saved: list = []
-    review.verdictSaved.connect(lambda sid, v: saved.append((sid, v)))
+    review.verdictSaved.connect(lambda aid, v: saved.append((aid, v)))
     win.tabs.setCurrentIndex(1)
     for k, name in enumerate(raters):
         win.set_rater(name)
         review.set_queue("unreviewed")
         _settle(app, 0.5)
         for i in range(per_rater):
-            key = Qt.Key.Key_R if (i + k) % 4 == 3 else Qt.Key.Key_A
             before = len(saved)
-            review.setFocus()
-            QTest.keyClick(review, key)
+            review.verdict("reject" if (i + k) % 4 == 3 else "accept")
             if not _wait(app, lambda: len(saved) > before, 5):
                 break
             done += 1
@@ -122,12 +118,14 @@ def take(out: Path, project_dir: Path | None = None, raters: int = 2, per_rater:
     n = _review_some(app, win, [f"demo-rater-{i + 1}" for i in range(raters)], per_rater)
     print(f"demo raters gave {n} verdicts")
     if win.review is not None:
+        win.run_dock.hide()  # reviewers work without it (View > Run pipeline brings it back)
         win.tabs.setCurrentIndex(1)
         seg = win.segments_model.segment_id(0) if win.segments_model else None
         if seg is not None:
             win.open_segment(seg)
         _settle(app, 1.5)
         _save(win, out, "04-review.png", written)
+        win.run_dock.show()
 
     win.tabs.setCurrentIndex(0)
     win.refresh()
