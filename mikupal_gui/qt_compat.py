@@ -5,6 +5,11 @@ Python-side emit steals one reference to the ``True`` singleton; after a few tho
 (a review session, a video playing) the interpreter aborts with "Fatal Python error:
 bool_dealloc". The fix is probed, not version-matched: a throwaway signal is emitted and the
 wrapper is installed only if ``True`` lost a reference, so a fixed PySide6 is left alone.
+
+The same release also steals a reference to ``None`` on every call of a void C++ method
+(QPainter.setRenderHint, drawRect, ...). That cannot be patched method by method; the app
+warns once on stderr (``binding_problem()`` gives the line for `mikupal doctor`), and
+pyproject.toml excludes 6.12.0.
 """
 from __future__ import annotations
 
@@ -53,4 +58,27 @@ def fix_signal_emit_refcount() -> bool:
     return True
 
 
+def binding_problem() -> str | None:
+    """One line naming a known-bad Qt binding and the fix, or None when it looks healthy."""
+    from PySide6.QtGui import QImage, QPainter
+    import PySide6
+
+    img = QImage(4, 4, QImage.Format_RGB32)
+    p = QPainter(img)
+    before = sys.getrefcount(None)
+    for _ in range(16):
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+    lost = before - sys.getrefcount(None)
+    p.end()
+    for _ in range(max(0, lost)):
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(None))
+    if lost >= 16:
+        return (f"PySide6 {PySide6.__version__} has a reference-count bug that aborts MIKU-PAL after a while "
+                "(\"Fatal Python error: none_dealloc\"); install another release: pip install \"PySide6!=6.12.0\"")
+    return None
+
+
 fix_signal_emit_refcount()
+_problem = binding_problem()
+if _problem:
+    print("warning: " + _problem, file=sys.stderr)
