@@ -269,7 +269,7 @@ class MainWindow(QMainWindow):
         hs = self.segments_view.horizontalHeader()
         hs.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         for col, width in (("id", 50), ("video", 105), ("start", 60), ("duration", 55), ("status", 75),
-                           ("emotion", 95), ("score", 65), ("asd", 65), ("verdict", 115)):
+                           ("emotion", 95), ("score", 65), ("asd", 65), ("verdict", 80)):
             self.segments_view.setColumnWidth(models.COLUMN_INDEX[col], width)
         hs.setSectionResizeMode(models.COLUMN_INDEX["text"], QHeaderView.ResizeMode.Stretch)  # full text in tooltip
         hs.setStretchLastSection(False)
@@ -506,6 +506,9 @@ class MainWindow(QMainWindow):
 
     def _tab_changed(self, i: int) -> None:
         self.settings.setValue("window/tab", i)
+        # The review tab squeezes the dock; give it its width back on the other tabs.
+        if i != TAB_REVIEW and self.run_dock.isVisible() and self.run_dock.width() < 400:
+            QTimer.singleShot(0, lambda: self.resizeDocks([self.run_dock], [440], Qt.Orientation.Horizontal))
         if i == TAB_REVIEW and self.review is not None and self.project is not None:
             if self.ask_rater() and getattr(self, "last_segment", None) is not None:
                 self.review.open_segment(self.last_segment)

@@ -164,6 +164,18 @@ def open_readonly(db_path: str | Path) -> sqlite3.Connection:
     return store.connect(db_path, migrate=False).conn
 
 
+VERDICT_MARKS = (("accept", "✓"), ("reject", "✗"), ("skip", "skip"))
+
+
+def verdict_summary(per_rater: str | None) -> str:
+    """'alice: accept, bob: reject' -> '✓1 ✗1' (names are in the tooltip)."""
+    if not per_rater:
+        return ""
+    verdicts = [part.rsplit(": ", 1)[-1] for part in per_rater.split(", ")]
+    return " ".join(f"{mark}{verdicts.count(v)}" if mark != "skip" else f"skip {verdicts.count(v)}"
+                    for v, mark in VERDICT_MARKS if v in verdicts)
+
+
 def _fmt_time(s: float | None) -> str:
     if s is None:
         return ""
@@ -394,7 +406,7 @@ class SegmentTableModel(QAbstractTableModel):
         if key == "asd":
             return "" if r[9] is None else f"{float(r[9]):.2f}"
         if key == "verdict":
-            return r[10] or ""
+            return verdict_summary(r[10])
         return None
 
     def close(self) -> None:

@@ -41,6 +41,8 @@ class RadarView(pg.PlotWidget):
         self.categories: list[str] = []
         self.colors: list[str] = []
         self._static: list = []
+        self._brushes: list = []
+        self._symbol_pen = pg.mkPen("#1e1f22")
         self._band = QGraphicsPathItem()
         self._band.setBrush(pg.mkBrush(255, 200, 87, 70))
         self._band.setPen(pg.mkPen(255, 200, 87, 120, width=1))
@@ -69,6 +71,7 @@ class RadarView(pg.PlotWidget):
             self.removeItem(it)
         self._static = []
         self.categories, self.colors = list(names), list(colors)
+        self._brushes = [pg.mkBrush(c) for c in colors]  # reused: pyqtgraph caches rendered symbols
         n = len(names)
         if n < 3:
             return
@@ -101,8 +104,7 @@ class RadarView(pg.PlotWidget):
         self._values = vals
         x, y = polar_xy(vals)
         self.curve.setData(np.append(x, x[:1]), np.append(y, y[:1]), symbol="o", symbolSize=8,
-                           symbolBrush=[pg.mkBrush(c) for c in self.colors] + [pg.mkBrush(self.colors[0])],
-                           symbolPen=pg.mkPen("#1e1f22"))
+                           symbolBrush=self._brushes + self._brushes[:1], symbolPen=self._symbol_pen)
         path = QPainterPath()
         self._spread = None
         if runs and len(runs) > 1:

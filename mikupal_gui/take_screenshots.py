@@ -67,7 +67,7 @@ def _review_some(app, win, raters: list[str], per_rater: int) -> int:
 
 
 def take(out: Path, project_dir: Path | None = None, raters: int = 2, per_rater: int = 4) -> list[Path]:
-    from PySide6.QtCore import QSettings
+    from PySide6.QtCore import QSettings, Qt
 
     from pipeline.demo_project import build_demo_project
 
@@ -126,6 +126,7 @@ def take(out: Path, project_dir: Path | None = None, raters: int = 2, per_rater:
         _settle(app, 1.5)
         _save(win, out, "04-review.png", written)
         win.run_dock.show()
+        win.resizeDocks([win.run_dock], [440], Qt.Orientation.Horizontal)
 
     win.tabs.setCurrentIndex(0)
     win.refresh()

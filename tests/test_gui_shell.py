@@ -200,7 +200,9 @@ def test_verdict_refreshes_one_row_in_place(qtbot, small):
         c.commit()
         with qtbot.waitSignal(m.dataChanged):
             m.refresh_segment(sid)
-        assert "carol: reject" in m.data(m.index(3, models.COLUMN_INDEX["verdict"]))
+        cell = m.index(3, models.COLUMN_INDEX["verdict"])
+        assert "✗1" in m.data(cell)
+        assert "carol: reject" in m.data(cell, Qt.ItemDataRole.ToolTipRole)
     finally:
         m.close()
 
@@ -654,7 +656,8 @@ def test_verdicts_given_in_the_review_tab_show_in_the_table_and_undo(qtbot, tmp_
     with qtbot.waitSignal(win.review.verdictSaved, timeout=10000):
         win.review.setFocus()
         QTest.keyClick(win.review, Qt.Key.Key_A)
-    assert m.data(m.index(row, col)) == "alice: accept"
+    assert m.data(m.index(row, col)) == "✓1"
+    assert m.data(m.index(row, col), Qt.ItemDataRole.ToolTipRole) == "alice: accept"
     with qtbot.waitSignal(win.review.verdictUndone, timeout=10000):
         QTest.keyClick(win.review, Qt.Key.Key_U)
     assert m.data(m.index(row, col)) == ""
