@@ -149,6 +149,15 @@ class StageWorker:
         self.stage = stage
         return True
 
+    def close(self) -> None:
+        """Release what load() opened (clients, loops) when the stage offers close()."""
+        close = getattr(self.stage, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - shutting down; nothing left to report to
+                log.debug("closing stage %s failed", self.stage.name, exc_info=True)
+
     def run(self, task: dict) -> tuple:
         """("ok", result) | ("error", expected, message, detail) | ("load_failed", message, detail)."""
         if not self._ensure_loaded():
@@ -192,6 +201,7 @@ class ThreadExecutor:
         self.queues: dict[str, queue.Queue] = {}
         self.threads: list[threading.Thread] = []
         self.plans: dict[str, StagePlan] = {}
+        self.workers: list[StageWorker] = []
         self._inflight = 0  # submitted and not yet returned (queued + running)
         self._lock = threading.Lock()
 
@@ -203,6 +213,7 @@ class ThreadExecutor:
         self.queues[plan.name] = q
         for i, (device, n_threads) in enumerate(plan.instances):
             worker = StageWorker(plan.cls, self.project, device)
+            self.workers.append(worker)
             for j in range(n_threads):
                 label = f"{plan.name}-{device}-{i}.{j}"
                 t = threading.Thread(target=self._loop, args=(q, worker, label), name=label, daemon=True)
@@ -293,6 +304,11 @@ class ThreadExecutor:
                 except queue.Full:
                     break
         # Workers still inside process() after a cancel are daemons; their results are dropped.
+        if not self.cancelled.is_set():
+            for t in self.threads:
+                t.join(timeout=5)
+            for w in self.workers:
+                w.close()
 
 
 # ---------------------------------------------------------------------------------------
