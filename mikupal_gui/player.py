@@ -190,6 +190,8 @@ class FrameView(QWidget):
         if self.image is not None:
             p.setRenderHint(QPainter.SmoothPixmapTransform)
             p.drawImage(self.target_rect(), self.image)
+        p.save()
+        p.setClipRect(self.target_rect().adjusted(-2, -18, 2, 2))  # boxes stay on the picture
         for tr in self.tracks:
             rect = self.box_rect(tr.id)
             if rect is None:
@@ -202,6 +204,7 @@ class FrameView(QWidget):
             p.drawRect(rect)
             p.setFont(QFont(self.font().family(), 9, QFont.Bold if speaker else QFont.Normal))
             p.drawText(QPointF(rect.x() + 2, rect.y() - 4), ("speaker · " if speaker else "") + f"track {tr.id}")
+        p.restore()
         if self.message:
             p.setPen(QColor("#ffb74d"))
             f = self.font()

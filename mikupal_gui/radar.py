@@ -85,7 +85,7 @@ class RadarView(pg.PlotWidget):
         for name, col, ang in zip(names, colors, a):
             ax, ay = math.cos(ang), math.sin(ang)
             anchor = (0.5 - 0.5 * ax, 0.5 + 0.5 * ay)  # push the text outward from the spoke end
-            t = pg.TextItem(name, color=QColor(col).lighter(130), anchor=anchor)
+            t = pg.TextItem(name, color=readable(col), anchor=anchor)
             t.setFont(self._label_font)
             t.setPos(1.06 * ax, 1.06 * ay)
             self._static.append(t)
@@ -116,8 +116,9 @@ class RadarView(pg.PlotWidget):
                 px, py = polar_xy(ring)
                 path.addPolygon(QPolygonF([QPointF(a, b) for a, b in zip(px, py)] + [QPointF(px[0], py[0])]))
         self._band.setPath(path)
-        self._title.setText("" if runs is None or len(runs) < 2 else f"band: {len(runs)} runs")
-        self._title.setPos(0, -1.18)
+        self._title.setText("" if runs is None or len(runs) < 2 else f"band: min–max of {len(runs)} runs")
+        self._title.setAnchor((0, 0))
+        self._title.setPos(-1.58, 1.28)
 
     def clear_values(self, message: str = "") -> None:
         self.curve.setData([], [])
@@ -125,6 +126,7 @@ class RadarView(pg.PlotWidget):
         self._values = np.zeros(0)
         self._spread = None
         self._title.setText(message)
+        self._title.setAnchor((0.5, 0.5))
         self._title.setPos(0, 0)
 
     def plotted_values(self) -> dict[str, float]:
@@ -137,6 +139,16 @@ class RadarView(pg.PlotWidget):
 
     def spread(self) -> tuple[np.ndarray, np.ndarray] | None:
         return self._spread
+
+
+def readable(color: str) -> QColor:
+    """The category colour, lightened until it reads on the dark background."""
+    c = QColor(color)
+    for _ in range(6):
+        if c.lightness() >= 150:
+            break
+        c = c.lighter(140) if c.lightness() > 20 else QColor.fromHsl(c.hslHue(), c.hslSaturation(), 60)
+    return c
 
 
 def _get(d: dict[str, float], name: str) -> float:
