@@ -76,9 +76,59 @@ def radar_redraw_ms(app, radar, n: int = 100) -> list[float]:
     return out
 
 
+def project_open(app, n_segments: int = 100_000, repeats: int = 3) -> dict:
+    """The shell's segments table on an n-segment project: open (id query + first page), next
+    page, sort and filter (both run off the GUI thread), the longest event-loop turn meanwhile;
+    baseline: loading every display row eagerly, as a naive table model would (same process)."""
+    import statistics
+
+    from PySide6.QtCore import Qt
+
+    from gui_shell_fixture import build_big_project
+    from mikupal_gui import models
+
+    tmp = tempfile.TemporaryDirectory()
+    project = build_big_project(Path(tmp.name) / "big", n_segments)
+    stalls: list[float] = []
+
+    def wait(m):
+        worst = 0.0
+        while m.busy():
+            t = time.perf_counter()
+            app.processEvents()
+            worst = max(worst, (time.perf_counter() - t) * 1000)
+            time.sleep(0.001)
+        stalls.append(worst)
+
+    def timed(fn) -> float:
+        t = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t) * 1000
+
+    conn = models.open_readonly(project.db_path)
+    eager = statistics.median(timed(lambda: models.segment_rows(
+        conn, models.ordered_segment_ids(conn, models.SegmentFilter()))) for _ in range(repeats))
+    conn.close()
+    res: dict[str, list[float]] = {"open": [], "page": [], "sort": [], "filter": []}
+    for _ in range(repeats):
+        box = {}
+        res["open"].append(timed(lambda: (box.setdefault("m", models.SegmentTableModel(project.db_path)),
+                                          wait(box["m"]))))
+        m = box["m"]
+        res["page"].append(timed(m.fetchMore))
+        res["sort"].append(timed(lambda: (m.sort(models.COLUMN_INDEX["emotion"], Qt.SortOrder.AscendingOrder), wait(m))))
+        res["filter"].append(timed(lambda: (m.set_filter(models.SegmentFilter(text="fox", min_score=0.8)), wait(m))))
+        m.close()
+    tmp.cleanup()
+    out = {k: statistics.median(v) for k, v in res.items()}
+    out.update(eager=eager, worst_turn=max(stalls), segments=n_segments)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=30)
+    ap.add_argument("--segments", type=int, default=100_000, help="project size for the open/sort/filter timings")
     a = ap.parse_args()
     from PySide6.QtWidgets import QApplication
     app = QApplication.instance() or QApplication([])
@@ -102,6 +152,13 @@ def main() -> None:
     print(f"next item, cold (base): p50 {c50:7.1f} ms  p95 {c95:7.1f} ms  = {c50 / FRAME_MS:5.2f} / {c95 / FRAME_MS:5.2f} frames")
     print(f"prefetch / cold ratio : p50 {w50 / c50:5.2f}  p95 {w95 / c95:5.2f}")
     print(f"radar redraw          : p50 {r50:7.2f} ms  p95 {r95:7.2f} ms  = {r50 / FRAME_MS:5.2f} / {r95 / FRAME_MS:5.2f} of a 16 ms frame")
+    po = project_open(app, a.segments)
+    print(f"open {po['segments']:,} segments  : {po['open']:7.1f} ms = {po['open'] / po['eager']:5.2f} x eager load of every row "
+          f"({po['eager']:.0f} ms, baseline)")
+    print(f"next table page       : {po['page']:7.1f} ms = {po['page'] / FRAME_MS:5.2f} frames")
+    print(f"sort by emotion       : {po['sort']:7.1f} ms = {po['sort'] / po['eager']:5.2f} x eager (off the GUI thread)")
+    print(f"filter text+intensity : {po['filter']:7.1f} ms = {po['filter'] / po['eager']:5.2f} x eager (off the GUI thread)")
+    print(f"longest GUI turn then : {po['worst_turn']:7.1f} ms = {po['worst_turn'] / FRAME_MS:5.2f} frames")
 
 
 if __name__ == "__main__":
