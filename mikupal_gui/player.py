@@ -203,7 +203,10 @@ class FrameView(QWidget):
             p.setPen(pen)
             p.drawRect(rect)
             p.setFont(QFont(self.font().family(), 9, QFont.Bold if speaker else QFont.Normal))
-            p.drawText(QPointF(rect.x() + 2, rect.y() - 4), ("speaker · " if speaker else "") + f"track {tr.id}")
+            text = ("speaker · " if speaker else "") + f"track {tr.id}"
+            tw = p.fontMetrics().horizontalAdvance(text)
+            p.fillRect(QRectF(rect.x(), rect.y() - 17, tw + 6, 16), QColor(0, 0, 0, 150))  # legible on any picture
+            p.drawText(QPointF(rect.x() + 3, rect.y() - 4), text)
         p.restore()
         if self.message:
             p.setPen(QColor("#ffb74d"))

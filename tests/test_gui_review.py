@@ -246,3 +246,24 @@ def test_two_raters_on_one_project_keep_both_verdicts(qtbot, proj, monkeypatch):
     a.shutdown()
     b.shutdown()
 
+
+
+def test_segment_without_annotation_shows_media_and_no_verdict_buttons(qtbot, proj, monkeypatch):
+    monkeypatch.setenv("MIKUPAL_PLAYER", "av")
+    db = store.connect(proj.db_path)
+    with store.transaction(db) as c:
+        sid = c.execute("INSERT INTO segments (video_id, start_s, end_s, text, speaker_track_id)"
+                        " VALUES (1, 0.5, 1.5, 'not analysed yet', ?)", (proj.red_track_id,)).lastrowid
+    db.conn.close()
+    ws = _workspace(qtbot, proj)
+    with qtbot.waitSignal(ws.itemShown) as sig:
+        ws.open_segment(sid)
+    assert sig.args == [0] and ws.annotation_id is None
+    assert not ws.accept_btn.isEnabled() and ws.pos_label.text() == "outside queue"
+    assert "No emotion annotation" in ws.labels.header.text()
+    assert ws.radar.plotted_values() == {}
+    qtbot.keyClick(ws, Qt.Key_A)  # nothing to accept: nothing written
+    assert _verdicts(proj, "ann") == {a: None for a in proj.annotation_ids}
+    ws.player.seek(1.0)
+    _check_box_on_frame(ws, proj)
+    ws.shutdown()
