@@ -377,6 +377,13 @@ class Dashboard(QWidget):
         else:
             self.card_agreement.set("—", f"needs items reviewed by two or more raters ({a['raters']} rater"
                                          f"{'s' if a['raters'] != 1 else ''} so far)")
+        runs = [x for x in (rev.get("intensity_agreement_runs") or {}).get("systems", [])
+                if x.get("krippendorff_alpha_interval") is not None]
+        if runs:  # the annotator's consistency across its own runs (the paper's measure)
+            best = max(runs, key=lambda x: x["units"])
+            self.card_agreement.detail.setText(self.card_agreement.detail.text() + (
+                f"<br>model runs ({best['model']}, {best['runs']} runs): intensity α "
+                f"{num(best['krippendorff_alpha_interval'], 2)}"))
         kept, total = st["retained_duration_s"], st["total_duration_s"]
         self.card_retention.set(pct(st["retention"]) if total else "—",
                                 f"{kept / 60:.1f} of {total / 60:.1f} min · {st['segments_ok']} usable segments")

@@ -663,3 +663,20 @@ def test_verdicts_given_in_the_review_tab_show_in_the_table_and_undo(qtbot, tmp_
     assert m.data(m.index(row, col)) == ""
     assert int(settings.value(f"project_state/{str(Path(root).resolve()).replace('/', '|')}/last_segment")) == sid
     win.close()
+
+
+def test_dashboard_shows_the_annotators_consistency_across_runs(qtbot, small):
+    from pipeline import review_stats, store
+
+    from mikupal_gui.dashboard import Dashboard
+
+    db = store.connect(small.db_path)
+    alpha = review_stats.intensity_alpha_runs(db)["systems"][0]["krippendorff_alpha_interval"]
+    db.conn.close()
+    dash = Dashboard()
+    qtbot.addWidget(dash)
+    dash.set_project(small.db_path)
+    with qtbot.waitSignal(dash.refreshed, timeout=60000):
+        dash.refresh(with_map=False)
+    assert f"intensity α {alpha:.2f}" in dash.card_agreement.detail.text()
+    dash.shutdown()
