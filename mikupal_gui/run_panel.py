@@ -44,6 +44,8 @@ def fmt_rate(rate: float) -> str:
     """items/s for fast stages, s/item for slow ones (0.02 items/s reads badly)."""
     if not rate:
         return ""
+    if rate >= 100:
+        return f"{rate:.0f} items/s"
     return f"{rate:.1f} items/s" if rate >= 1 else f"{1 / rate:.1f} s/item"
 
 
@@ -58,6 +60,7 @@ class StageProgress(QWidget):
         lay.setVerticalSpacing(1)
         self.name = QLabel(STAGE_TITLES.get(stage, stage))
         self.info = QLabel("waiting")
+        self.info.setWordWrap(False)
         self.info.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.info.setStyleSheet("color: palette(mid);")
         self.bar = QProgressBar()
@@ -120,9 +123,8 @@ class RunPanel(QWidget):
         grid = QGridLayout(stages_box)
         self.stage_boxes: dict[str, QCheckBox] = {}
         self.worker_spins: dict[str, QSpinBox] = {}
-        half = (len(STAGE_ORDER) + 1) // 2
-        for c in (0, 2):
-            grid.addWidget(QLabel("<small>workers</small>"), 0, c + 1)
+        # One column: the dock must stay usable at ~300 px when the review tab claims the width.
+        grid.addWidget(QLabel("<small>workers</small>"), 0, 1)
         for i, name in enumerate(STAGE_ORDER):
             cb = QCheckBox(STAGE_TITLES[name])
             cb.setToolTip(f"Stage `{name}`")
@@ -133,9 +135,9 @@ class RunPanel(QWidget):
             spin.setMaximumWidth(70)
             spin.setToolTip(f"Parallel workers for {name} (auto = the project's [runner] workers)")
             self.stage_boxes[name], self.worker_spins[name] = cb, spin
-            row, col = 1 + i % half, 2 * (i // half)
-            grid.addWidget(cb, row, col)
-            grid.addWidget(spin, row, col + 1)
+            grid.addWidget(cb, i + 1, 0)
+            grid.addWidget(spin, i + 1, 1)
+        grid.setVerticalSpacing(2)
         root.addWidget(stages_box)
 
         opts = QGroupBox("Annotator and devices")
