@@ -680,3 +680,29 @@ def test_dashboard_shows_the_annotators_consistency_across_runs(qtbot, small):
         dash.refresh(with_map=False)
     assert f"intensity α {alpha:.2f}" in dash.card_agreement.detail.text()
     dash.shutdown()
+
+
+def test_cancel_stops_a_run_and_the_panel_says_so(qtbot, tmp_path, monkeypatch):
+    import sqlite3
+
+    from runner_stages import LabelStage, SplitStage
+
+    from mikupal_gui.run_panel import RunPanel
+    from mikupal_gui.workers import RunRequest
+
+    monkeypatch.setenv("MIKUPAL_TEST_SEGMENTS", "20")
+    monkeypatch.setenv("MIKUPAL_TEST_LABEL_SLEEP", "0.2")     # 80 items x 0.2 s: far longer than the test
+    proj = _project_with_videos(tmp_path)
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    panel.set_project(proj)
+    panel.request = lambda: RunRequest(project_root=str(proj.root), stages=[SplitStage, LabelStage])
+    with qtbot.waitSignal(panel.runFinished, timeout=60000) as blocker:
+        panel.start()
+        qtbot.waitUntil(lambda: panel.bar("label") is not None and panel.bar("label").bar.value() >= 2, timeout=30000)
+        panel.cancel_btn.click()
+        assert "Cancelling" in panel.status.text()
+    assert blocker.args == ["cancelled"]
+    assert "cancelled" in panel.status.text()
+    done = sqlite3.connect(proj.db_path).execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
+    assert 2 <= done < 2 * 20 * LabelStage.runs
