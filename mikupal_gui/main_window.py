@@ -215,7 +215,10 @@ class MainWindow(QMainWindow):
         self.act_export = QAction("&Export dataset…", self, shortcut=QKeySequence("Ctrl+E"), triggered=self.export)
         self.act_settings = QAction("&Settings (API keys)…", self, triggered=self.open_settings)
         self.act_quit = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close)
-        for a in (self.act_open, self.act_add, self.act_export, None, self.act_settings, None, self.act_quit):
+        f.addAction(self.act_open)
+        self.recent_menu = f.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        for a in (self.act_add, self.act_export, None, self.act_settings, None, self.act_quit):
             f.addSeparator() if a is None else f.addAction(a)
         v = mb.addMenu("&View")
         for i, name in enumerate(("&Data", "&Review", "Dash&board")):
@@ -338,6 +341,15 @@ class MainWindow(QMainWindow):
         dlg = ProjectDialog(self)
         if dlg.exec() and dlg.chosen:
             self.open_project(dlg.chosen)
+
+    def _fill_recent(self) -> None:
+        from .dialogs import recent_projects
+
+        self.recent_menu.clear()
+        for p in recent_projects(self.settings):
+            self.recent_menu.addAction(p, lambda p=p: self.open_project(p))
+        if self.recent_menu.isEmpty():
+            self.recent_menu.addAction("(none)").setEnabled(False)
 
     def add_videos(self) -> None:
         if self.project is None:

@@ -465,6 +465,8 @@ def test_window_state_and_last_project_come_back(qtbot, small, settings):
     assert win2.segments_model.sort_key == ("start", True)
     assert win2.last_segment == 42
     assert win2.rater == "alice"
+    win2._fill_recent()
+    assert [a.text() for a in win2.recent_menu.actions()] == [str(Path(small.root).resolve())]
     win2.dashboard.shutdown()
     win2.close()
 
