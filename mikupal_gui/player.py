@@ -4,11 +4,15 @@ Why not a native VLC window: libVLC draws over child widgets (no overlays) and i
 in ~250 ms steps. Frames come instead through libVLC's video callbacks (RV32 into a ctypes
 buffer) and are painted by QPainter together with every face-track box at the frame's time.
 
-Frame time while playing: frames are counted from the position playback started at (each
-displayed picture is the next frame), checked against VLC's coarse clock interpolated with a
-monotonic clock; when the two disagree by more than a few frames (dropped frames, a seek that
-landed elsewhere) the count re-anchors to the clock. While paused, the displayed frame is
-decoded exactly with PyAV at the paused time, so stepping with , and . is frame accurate.
+Frame time while playing: every (re)start stops VLC and opens it at the middle of the wanted
+frame (VLC lands one frame early on an exact frame start; stopping flushes queued pictures).
+The first few pictures are recognised by content among thumbnails of the frames PyAV decodes
+around the start (VLC sometimes shows the first one twice). After that, VLC displays each
+picture at its presentation time, so the display instant (monotonic clock, slowly smoothed)
+gives the frame even when late pictures are dropped. VLC's own clock (~250 ms steps) is only
+a safety net: two of its samples disagreeing by more than 3.5 frames re-anchor to it. Speed
+changes restart playback too. While paused, the frame is decoded exactly with PyAV, so
+stepping with , and . is frame accurate.
 
 Without libVLC (or with MIKUPAL_PLAYER=av) frames are decoded with PyAV and timed by a
 monotonic clock — review still works, without sound, and the player says why.
@@ -30,6 +34,7 @@ from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
 from PySide6.QtWidgets import QWidget
 
+IDENTIFY_PICTURES = 4  # pictures after a (re)start recognised by content (VLC may repeat the first)
 RATES = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 MAX_DECODE_WIDTH = 960
 SPEAKER_COLOR = QColor("#39ff14")
@@ -106,6 +111,12 @@ def poster(path: str | Path, t: float, size: tuple[int, int] | None = None) -> t
         return fr.frame_at(t)
     finally:
         fr.close()
+
+
+def _thumb(rgb: np.ndarray) -> np.ndarray:
+    """A small grey thumbnail (channel order does not matter: RV32 is BGR, PyAV gives RGB)."""
+    step = max(1, rgb.shape[1] // 96)
+    return rgb[::step, ::step].astype(np.float32).mean(axis=2)
 
 
 def to_qimage(rgb: np.ndarray) -> QImage:
@@ -261,6 +272,8 @@ class VlcFrames(QObject):
         self._cb_display = vlc.CallbackDecorators.VideoDisplayCb(self._on_display)
         self.mp.video_set_callbacks(self._cb_lock, self._cb_unlock, self._cb_display, None)
         self.path: str | None = None
+        self._armed: int | None = None
+        self.first_pics: dict[int, bytes] = {}
 
     # VLC thread: never call libVLC from here (stop() would deadlock on its input lock)
     def _on_lock(self, opaque, planes):
@@ -275,7 +288,14 @@ class VlcFrames(QObject):
         with self._lock:
             self.count += 1
             self._latest = (data, self.count, time.monotonic())
+            if self._armed is not None and self._armed <= self.count < self._armed + IDENTIFY_PICTURES:
+                self.first_pics[self.count] = data
         self.frameReady.emit()
+
+    def arm(self, count: int) -> None:
+        """Keep the first pictures from number `count` on (after a restart) for identification."""
+        with self._lock:
+            self._armed, self.first_pics = count, {}
 
     def latest(self) -> tuple[bytes, int, float] | None:
         with self._lock:
@@ -337,6 +357,10 @@ class Player(QWidget):
         self._last_vlc_ms = -1
         self._anchor: tuple[int, float] | None = None  # (frame count at anchor, frame time)
         self._base: float | None = None
+        self._disagree = None
+        self._starting = False
+        self._candidates: list = []
+        self._ident_until = 0
         self.reanchors = 0  # times the frame count was corrected by the clock (dropped frames)
         self._play_t0: tuple[float, float] = (0.0, 0.0)  # PyAV path: (media time, monotonic)
         self._tick = QTimer(self)
@@ -390,29 +414,61 @@ class Player(QWidget):
             t = self.window[0]
         self.playing = True
         if self.vlc:
-            if self.vlc.path != self.path or self.vlc.state() in (self.vlc._vlc.State.Ended, self.vlc._vlc.State.Stopped,
-                                                                  self.vlc._vlc.State.Error):
-                # aim at the middle of the frame: VLC lands one frame early on an exact frame start
-                self.vlc.open(self.path, self._av.size if self._av else decode_size(*self.view.video_size),
-                              t + 0.5 / self.fps)
-                self.vlc.mp.set_rate(self.rate)
-                self.vlc.mp.play()
-            else:
-                self.vlc.mp.set_time(int(round((t + 0.5 / self.fps) * 1000)))
-                self.vlc.mp.set_pause(0)
-            self._restart_clock(t)
+            self._vlc_start(t)
         else:
             self._play_t0 = (t, time.monotonic())
         self._tick.start()
         self.stateChanged.emit(True)
+
+    def _vlc_start(self, t: float) -> None:
+        """(Re)start VLC at t. Stop + open flushes pictures queued for the old position, so the
+        first picture shown is the frame at t (a seek while playing could show stale ones)."""
+        self.vlc.mp.stop()  # first: a picture shown after the anchor is taken would shift the count
+        self._restart_clock(t)
+        self._starting = True  # until its first picture, the frame on screen is the old one
+        # aim at the middle of the frame: VLC lands one frame early on an exact frame start
+        self.vlc.open(self.path, self._av.size if self._av else decode_size(*self.view.video_size),
+                      t + 0.5 / self.fps)
+        self.vlc.mp.set_rate(self.rate)
+        self.vlc.mp.play()
 
     def _restart_clock(self, t: float) -> None:
         """The next picture VLC displays is the frame at t: anchor the frame count there."""
         self._clock = None
         self._last_vlc_ms = self.vlc.mp.get_time()  # a value from before the seek is no clock
         self._anchor = (self.vlc.count + 1, math.floor(t * self.fps + 1e-6) / self.fps)
+        self.vlc.arm(self._anchor[0])
+        self._ident_until = self._anchor[0] + IDENTIFY_PICTURES
+        self._candidates = self._frames_near(self._anchor[1])
         self._base: float | None = None  # monotonic instant of the anchor frame's display
+        self._disagree = None  # the clock sample that first disagreed with the frame count
         self.reanchors = 0
+
+    def _frames_near(self, t: float) -> list[tuple[float, np.ndarray]]:
+        """Thumbnails of the frames around t, decoded exactly, to recognise VLC's first picture:
+        its start lands on t or a frame beside it, depending on timestamps rounding."""
+        out = []
+        if self._av is None:
+            return out
+        for k in range(-1, IDENTIFY_PICTURES + 1):
+            got = self._av.frame_at(t + k / self.fps)
+            if got is not None and not any(abs(got[1] - ct) < 1e-6 for ct, _ in out):
+                out.append((got[1], _thumb(got[0])))
+        return out
+
+    def _identify(self, pic: bytes | None, guess: float) -> float:
+        """The time of the decoded frame this VLC picture shows; the guess unless another
+        candidate clearly matches better (in a still scene they all tie)."""
+        if pic is None or len(self._candidates) < 2:
+            return guess
+        w, h = self.vlc.size
+        th = _thumb(np.frombuffer(pic, np.uint8).reshape(h, w, 4)[:, :, :3])
+        errs = [(float(np.mean((th - c) ** 2)), ct) for ct, c in self._candidates if c.shape == th.shape]
+        if not errs:
+            return guess
+        best_err, best_t = min(errs)
+        own = next((e for e, ct in errs if abs(ct - guess) < 1e-6), None)
+        return best_t if own is None or best_err < 0.5 * own else guess
 
     def pause(self) -> None:
         if not self.playing:
@@ -434,8 +490,7 @@ class Player(QWidget):
         t = min(max(t, self.window[0]), self.window[1])
         if self.playing:
             if self.vlc:
-                self.vlc.mp.set_time(int(round((t + 0.5 / self.fps) * 1000)))
-                self._restart_clock(t)
+                self._vlc_start(t)
             else:
                 self._play_t0 = (t, time.monotonic())
             return
@@ -455,9 +510,12 @@ class Player(QWidget):
     def set_rate(self, rate: float) -> None:
         self.rate = rate
         if self.vlc:
-            self.vlc.mp.set_rate(rate)
             if self.playing:
-                self._restart_clock(self.view.frame_time)
+                # restart at the picture on screen: pictures VLC queued at the old speed keep
+                # their old display dates, which would put the boxes out of step for a while
+                self._vlc_start(self.view.frame_time)
+            else:
+                self.vlc.mp.set_rate(rate)
         elif self.playing:
             self._play_t0 = (self.view.frame_time, time.monotonic())
         self.rateChanged.emit(rate)
@@ -487,12 +545,20 @@ class Player(QWidget):
         if got is None:
             return
         data, count, mono = got
+        if count < self._anchor[0]:
+            return  # a picture from before the restart
+        self._starting = False
         fdur = 1.0 / self.fps
         c0, t0 = self._anchor
-        if self._base is None:
-            # first picture since (re)start: VLC shows the frame at t0 first, then counts on
+        if self._candidates and count < self._ident_until:
+            # the first pictures since (re)start: recognise each among the frames decoded near t0
+            guess = t0 + (count - c0) * fdur
+            t = self._identify(self.vlc.first_pics.get(count), guess)
+            self._anchor, self._base = (count, t), mono
+        elif self._base is None:
             t = t0 + (count - c0) * fdur
-            self._base = mono - (count - c0) * fdur / self.rate
+            self._base = mono
+            self._anchor = (count, t)
         else:
             # VLC displays each picture at its presentation time, so the display instant gives the
             # frame even when late pictures were dropped; smoothing follows slow clock drift
@@ -501,7 +567,12 @@ class Player(QWidget):
             t = t0 + k * fdur
             self._base += 0.2 * (elapsed - k * fdur) / self.rate
         est = self._vlc_clock(mono)
-        if est is not None and abs(est - t) > 3.5 * fdur * max(1.0, self.rate):
+        off = est is not None and abs(est - t) > 3.5 * fdur * max(1.0, self.rate)
+        if not off:
+            self._disagree = None
+        elif self._disagree is None or self._disagree == self._clock:
+            self._disagree, off = self._clock, False  # wait for a second clock sample to agree
+        if off:
             # a seek landed elsewhere: trust VLC's (coarse) clock and start counting again
             t = round(est * self.fps) / self.fps
             self._anchor, self._base = (count, t), mono
@@ -534,6 +605,8 @@ class Player(QWidget):
             elif t >= self.window[1]:
                 self._at_end()
                 return
+        if self.vlc and self._starting:
+            return
         if self.view.frame_time >= self.window[1] - 0.5 / self.fps:
             self._at_end()
 

@@ -152,13 +152,7 @@ def _red_frame_index(view) -> float:
 
 @pytest.mark.parametrize("backend", ["av", "vlc"])
 def test_player_paints_boxes_in_step_with_frames(qtbot, proj, backend, monkeypatch):
-    if backend == "av":
-        monkeypatch.setenv("MIKUPAL_PLAYER", "av")
-    else:
-        monkeypatch.delenv("MIKUPAL_PLAYER", raising=False)
-        vlc = pytest.importorskip("vlc", reason="python-vlc is not installed")
-        if vlc.Instance(["--aout=dummy", "--quiet"]) is None:
-            pytest.skip("libVLC is not installed (apt install vlc)")
+    _use_backend(backend, monkeypatch)
     ws = _workspace(qtbot, proj)
     player = ws.player
     assert player.backend == backend
@@ -206,8 +200,19 @@ def test_vlc_missing_shows_message_and_still_plays_frames(qtbot, proj, monkeypat
     ws.shutdown()
 
 
-def test_loop_and_rate_keys(qtbot, proj, monkeypatch):
-    monkeypatch.setenv("MIKUPAL_PLAYER", "av")
+def _use_backend(backend, monkeypatch):
+    if backend == "av":
+        monkeypatch.setenv("MIKUPAL_PLAYER", "av")
+        return
+    monkeypatch.delenv("MIKUPAL_PLAYER", raising=False)
+    vlc = pytest.importorskip("vlc", reason="python-vlc is not installed")
+    if vlc.Instance(["--aout=dummy", "--quiet"]) is None:
+        pytest.skip("libVLC is not installed (apt install vlc)")
+
+
+@pytest.mark.parametrize("backend", ["av", "vlc"])
+def test_loop_and_rate_keys(qtbot, proj, monkeypatch, backend):
+    _use_backend(backend, monkeypatch)
     ws = _workspace(qtbot, proj)
     qtbot.keyClick(ws, Qt.Key_BracketRight)
     qtbot.keyClick(ws, Qt.Key_BracketRight)
@@ -217,14 +222,22 @@ def test_loop_and_rate_keys(qtbot, proj, monkeypatch):
     qtbot.keyClick(ws, Qt.Key_L)
     assert ws.player.loop and "loop" in ws.time_label.text()
     qtbot.keyClick(ws, Qt.Key_Space)
-    seen_wrap = False
+    seen_wrap, off = False, []
     last = ws.player.position
-    deadline = time.monotonic() + 6
+    deadline = time.monotonic() + 8
     while time.monotonic() < deadline and not seen_wrap:
         qtbot.wait(30)
         seen_wrap = ws.player.position < last - 0.5
         last = ws.player.position
+        if ws.player.position > 0.45 and not seen_wrap:
+            off.append(abs(ws.player.position * rf.FPS - _red_frame_index(ws.player.view)))
     assert seen_wrap and ws.player.playing
+    qtbot.keyClick(ws, Qt.Key_BracketLeft)  # rate change while playing keeps boxes in step
+    for _ in range(10):
+        qtbot.wait(40)
+        off.append(abs(ws.player.position * rf.FPS - _red_frame_index(ws.player.view)))
+    assert ws.player.rate == 1.0
+    assert max(off) <= 1.0 + 1e-6, f"boxes out of step with the picture (frames): {off}"
     ws.shutdown()
 
 
