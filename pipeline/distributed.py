@@ -26,6 +26,10 @@ class RayUnavailableError(RuntimeError):
     pass
 
 
+class RayConfigError(RuntimeError):
+    """Ray settings the cluster cannot satisfy (one line with the fix)."""
+
+
 def _ray():
     try:
         import ray
@@ -81,7 +85,19 @@ class RayExecutor:
         self.plans[plan.name] = plan
 
     def _start(self, plan: StagePlan) -> None:
-        num_gpus = float((self.cfg.get("num_gpus") or {}).get(plan.name, plan.cls.num_gpus or 0))
+        # A stage's own num_gpus is a default for GPU clusters; on a cluster without GPUs its
+        # actors would wait forever, so they run on CPUs. A configured value is a demand.
+        cluster_gpus = float(self.ray.cluster_resources().get("GPU", 0))
+        configured = (self.cfg.get("num_gpus") or {}).get(plan.name)
+        if configured is not None:
+            num_gpus = float(configured)
+            if num_gpus > cluster_gpus:
+                raise RayConfigError(
+                    f"[runner] num_gpus asks {num_gpus:g} GPU(s) per {plan.name} actor but the Ray cluster has "
+                    f"{cluster_gpus:g}; lower it (--set runner.num_gpus='{{{plan.name} = 0}}') or add GPU nodes"
+                )
+        else:
+            num_gpus = float(plan.cls.num_gpus or 0) if cluster_gpus > 0 else 0.0
         num_cpus = (self.cfg.get("num_cpus") or {}).get(plan.name)
         retries = int(self.cfg.get("max_task_retries", 2))
         # Unset num_cpus means 0: Ray's own actor default reserves 1 CPU to place an actor,

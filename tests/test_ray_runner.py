@@ -64,3 +64,44 @@ def test_ray_actor_that_cannot_load_fails_the_stage_with_one_error(tmp_path, ray
     assert s.status == "finished" and s.stages["broken"].failed == 3
     errs = store.rows(p.db(), "SELECT message FROM errors WHERE run_id=?", (s.run_id,))
     assert len(errs) == 1 and "broken.onnx is missing" in errs[0]["message"]
+
+
+def test_ray_runs_the_product_audio_stages_like_the_local_runner(tmp_path, ray_local, demo_clip, monkeypatch):
+    from pipeline.demo_project import DEMO_SETTINGS, _apply_settings
+    from pipeline.ingest import add_videos
+
+    monkeypatch.setenv("MIKUPAL_MODELS_DIR", str(tmp_path / "models"))
+    clip = tmp_path / "talk.mp4"
+    clip.write_bytes(demo_clip.path.read_bytes())
+    clip.with_suffix(".srt").write_bytes(demo_clip.srt_path.read_bytes())
+    projects = []
+    for name in ("local", "ray"):
+        p = Project.create(tmp_path / name)
+        _apply_settings(p.root / "mikupal.toml", DEMO_SETTINGS)
+        p = Project.open(p.root)
+        add_videos(p.db(), [clip])
+        projects.append(p)
+    stages = ["separate", "vad", "asr", "segments"]
+    a = Runner(projects[0], stages).run()
+    b = Runner(projects[1], stages, ray_address="local").run()
+    assert a.ok and b.ok, (a.message, b.message)
+
+    def rows(p):
+        db = p.db()
+        return (db.conn.execute("SELECT start_s, end_s, text, status FROM segments ORDER BY start_s").fetchall(),
+                db.conn.execute("SELECT start_s, end_s, text, source FROM transcripts ORDER BY start_s").fetchall(),
+                db.conn.execute("SELECT stage, status, cache_key FROM stage_state ORDER BY stage").fetchall())
+
+    ra, rb = rows(projects[0]), rows(projects[1])
+    assert len(ra[0]) >= 3 and len(ra[2]) == 4
+    assert ra == rb
+
+
+def test_ray_gpu_demand_the_cluster_cannot_meet_fails_with_the_fix(tmp_path, ray_local, monkeypatch):
+    monkeypatch.setenv("MIKUPAL_MODELS_DIR", str(tmp_path / "models"))
+    p = Project.create(tmp_path / "p")
+    add_fake_videos(p.db(), 1)
+    p.config["runner"]["num_gpus"] = {"split": 1}
+    s = Runner(p, [SplitStage], ray_address="local").run()
+    assert s.status == "failed" and "num_gpus" in s.message and "lower it" in s.message
+    assert store.rows(p.db(), "SELECT status FROM runs WHERE id=?", (s.run_id,))[0]["status"] == "failed"
