@@ -441,6 +441,8 @@ class Runner:
             self.classes[n] = self.stage_classes[n] or stage_class(n)
         # Driver-side instances: pending/prepare/commit only, never load().
         self.drivers: dict[str, Stage] = {n: self.classes[n](self.project, device="cpu") for n in order}
+        for d in self.drivers.values():
+            d.run_id = self.run_id  # stages that stamp their rows with the run (annotations.run_id)
         self.stats: dict[str, StageStats] = {n: StageStats(n) for n in order}
         self.plans = {n: self._plan(n) for n in order}
         for n, p in self.plans.items():
@@ -564,12 +566,25 @@ class Runner:
             try:
                 with store.transaction(self.db):
                     self.drivers[w.stage].commit(self.db, w.task, oc.result)
+                    if self.classes[w.stage].scope == "video":  # which run did it, for status and the GUI
+                        self.db.conn.execute("UPDATE stage_state SET run_id=? WHERE video_id=? AND stage=?",
+                                             (self.run_id, w.video_id, w.stage))
             except Exception as e:  # noqa: BLE001 - the transaction rolled back; the item failed
                 expected, msg, detail = describe_failure(e)
                 self._record_failure(w.video_id, w.stage, w.item, f"saving the result failed: {msg}", detail)
-            else:
-                self.stats[w.stage].ok += 1
-                self._item_done(w.video_id, w.stage, ok=True, forward=forward)
+                return
+            err = oc.result.get("error") if isinstance(oc.result, dict) else None
+            if isinstance(err, dict):
+                # The stage stored its own error row (e.g. an invalid model answer): count and report it.
+                line = one_line(err.get("message") or "failed")
+                self.stats[w.stage].failed += 1
+                self.logger.error("[%s] %s", w.stage, line)
+                self._emit(ProgressEvent("item_error", self.run_id, stage=w.stage, message=line, video_id=w.video_id,
+                                         segment_id=self._segment_id(w.stage, w.item), **self._numbers(w.stage)))
+                self._item_done(w.video_id, w.stage, ok=False)
+                return
+            self.stats[w.stage].ok += 1
+            self._item_done(w.video_id, w.stage, ok=True, forward=forward)
             return
         self._record_failure(w.video_id, w.stage, w.item, oc.message, oc.detail, expected=oc.expected)
 

@@ -57,6 +57,7 @@ def test_streaming_run_annotates_every_segment_once_and_rerun_skips(project):
     run = store.rows(db, "SELECT * FROM runs WHERE id=?", (summary.run_id,))[0]
     assert run["status"] == "finished" and run["finished_at"] and run["pid"] == os.getpid()
     assert run["stages"] == "split,label"
+    assert db.conn.execute("SELECT DISTINCT run_id FROM stage_state").fetchall() == [(summary.run_id,)]
     log_text = Path(run["log_path"]).read_text()
     assert f"run {summary.run_id} finished" in log_text
     assert Path(run["log_path"]).parent == project.logs_dir
@@ -260,3 +261,29 @@ def test_devices_give_one_instance_per_device_per_worker(project):
         SplitStage.num_gpus = 0.0
     assert sorted(plan.instances) == [("cuda:0", 1), ("cuda:0", 1), ("cuda:1", 1), ("cuda:1", 1)]
     assert r._plan("label").instances == [("cpu", 1)]
+
+
+def test_a_stage_reporting_an_error_result_counts_as_failed(project):
+    # Like the emotion stage: an invalid model answer comes back as {"error": ...} and the
+    # stage's own commit stores the errors row; the runner counts it and tells listeners.
+    class Picky(LabelStage):
+        def process(self, task):
+            if task["run_index"] == 1:
+                return {"error": {"message": f"segment {task['segment_id']}: invalid answer; rerun to retry"}}
+            return super().process(task)
+
+        def commit(self, db, task, result):
+            if "error" in result:
+                store.record_error(db, self.name, result["error"]["message"], run_id=self.run_id,
+                                   segment_id=task["segment_id"])
+                return
+            super().commit(db, task, result)
+
+    db = project.db()
+    add_fake_videos(db, 2)
+    events = []
+    summary = Runner(project, [SplitStage, Picky], on_event=events.append).run()
+    assert summary.stages["label"].ok == 8 and summary.stages["label"].failed == 8 and not summary.ok
+    errs = store.rows(db, "SELECT * FROM errors WHERE run_id=?", (summary.run_id,))
+    assert len(errs) == 8  # one per item, written by the stage, none added by the runner
+    assert sum(1 for e in events if e.kind == "item_error") == 8

@@ -72,6 +72,8 @@ def test_mikupal_run_labels_the_demo_clip_and_isolates_a_corrupt_video(project, 
     assert len(errs) == 1 and "broken.mp4" in errs[0]["message"] and "\n" not in errs[0]["message"]
     run = store.rows(db, "SELECT * FROM runs ORDER BY id DESC LIMIT 1")[0]
     assert run["status"] == "finished" and Path(run["log_path"]).is_file()
+    assert db.conn.execute("SELECT DISTINCT run_id FROM annotations").fetchall() == [(run["id"],)]
+    assert db.conn.execute("SELECT DISTINCT run_id FROM stage_state").fetchall() == [(run["id"],)]
 
     # Rerun: finished work is skipped, the corrupt video is retried (and fails again).
     again = Runner(project).run()
