@@ -475,6 +475,7 @@ class Runner:
         self.backlog: dict[str, collections.deque] = {n: collections.deque() for n in self.order}
         # (video_id, stage) -> [items outstanding, any failed]
         self.open: dict[tuple[int, str], list] = {}
+        self.open_count: collections.Counter = collections.Counter()  # stage -> videos open in it
         self.dead: dict[str, str] = {}  # stage -> load failure message
         self.workers_dead: dict[str, set] = collections.defaultdict(set)
         self._paths: dict[int, str] = {}
@@ -528,7 +529,7 @@ class Runner:
             if name in self.dead:
                 self._fail_dead(vid, name, items)
                 return
-            self.open[(vid, name)] = [len(items), False]
+            self._open(vid, name, len(items))
             self.stats[name].total += len(items)
             self.backlog[name].extend((vid, it) for it in items)
             return
@@ -588,6 +589,10 @@ class Runner:
             return
         self._record_failure(w.video_id, w.stage, w.item, oc.message, oc.detail, expected=oc.expected)
 
+    def _open(self, vid: int, name: str, n_items: int) -> None:
+        self.open[(vid, name)] = [n_items, False]
+        self.open_count[name] += 1
+
     def _item_done(self, vid: int, name: str, ok: bool, forward: bool = True) -> None:
         key = (vid, name)
         entry = self.open.get(key)
@@ -597,6 +602,7 @@ class Runner:
         entry[1] = entry[1] or not ok
         if entry[0] <= 0:
             del self.open[key]
+            self.open_count[name] -= 1
             # A video that failed a stage goes no further this run.
             if not entry[1] and forward and not self.cancelled:
                 self._advance(vid, self.order.index(name) + 1)
@@ -646,7 +652,7 @@ class Runner:
         expected, msg, detail = describe_failure(exc)
         if item is None:  # pending() failed: the video never entered the stage
             self.stats[name].total += 1
-            self.open[(vid, name)] = [1, False]
+            self._open(vid, name, 1)
         self._record_failure(vid, name, item, f"{step}: {msg}" if not expected else msg, detail, expected)
 
     def _load_failed(self, oc: Outcome) -> None:
@@ -671,7 +677,7 @@ class Runner:
     def _fail_dead(self, vid: int, name: str, items: list) -> None:
         """Items of a stage that cannot load: failed, without one error row each."""
         if (vid, name) not in self.open:
-            self.open[(vid, name)] = [len(items), False]
+            self._open(vid, name, len(items))
             self.stats[name].total += len(items)
         for _ in items:
             self.stats[name].failed += 1
@@ -723,7 +729,7 @@ class Runner:
             s = self.stats[name]
             if s.finished:
                 continue
-            if self.backlog[name] or any(k[1] == name for k in self.open):
+            if self.backlog[name] or self.open_count[name] > 0:
                 if not self.cancelled:
                     return
             s.finished = True

@@ -287,3 +287,30 @@ def test_a_stage_reporting_an_error_result_counts_as_failed(project):
     errs = store.rows(db, "SELECT * FROM errors WHERE run_id=?", (summary.run_id,))
     assert len(errs) == 8  # one per item, written by the stage, none added by the runner
     assert sum(1 for e in events if e.kind == "item_error") == 8
+
+
+def test_cancel_does_not_wait_for_a_long_item(project, monkeypatch):
+    # An item far longer than the cancel grace (a slow LLM call): run() returns while it is still
+    # inside process(), and its late result is never committed.
+    monkeypatch.setenv("MIKUPAL_TEST_LABEL_SLEEP", "4")
+    db = project.db()
+    add_fake_videos(db, 1)
+    Runner(project, [SplitStage]).run()
+    started, finished = threading.Event(), threading.Event()
+
+    class Slow(LabelStage):
+        def process(self, task):
+            started.set()
+            try:
+                return super().process(task)
+            finally:
+                finished.set()
+
+    runner = Runner(project, [SplitStage, Slow])
+    threading.Thread(target=lambda: started.wait(60) and runner.cancel(), daemon=True).start()
+    summary = runner.run()
+    assert summary.status == "cancelled"
+    assert started.is_set() and not finished.is_set()
+    finished.wait(10)
+    time.sleep(0.2)
+    assert db.conn.execute("SELECT COUNT(*) FROM annotations").fetchone()[0] == 0
