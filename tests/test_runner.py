@@ -314,3 +314,11 @@ def test_cancel_does_not_wait_for_a_long_item(project, monkeypatch):
     finished.wait(10)
     time.sleep(0.2)
     assert db.conn.execute("SELECT COUNT(*) FROM annotations").fetchone()[0] == 0
+
+
+def test_video_ids_limit_the_run(project):
+    db = project.db()
+    ids = add_fake_videos(db, 3)
+    summary = Runner(project, [SplitStage, LabelStage], video_ids=[ids[1]]).run()
+    assert summary.ok and summary.stages["split"].ok == 1
+    assert db.conn.execute("SELECT DISTINCT video_id FROM segments").fetchall() == [(ids[1],)]
