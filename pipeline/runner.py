@@ -347,7 +347,10 @@ class Runner:
             ordered.update(self.stage_classes)
             self.stage_classes = ordered
         self.workers = {**parse_workers(runner_cfg.get("workers") or {}), **(workers or {})}
-        self.devices = resolve_devices(devices if devices is not None else runner_cfg.get("devices", "auto"))
+        spec = devices if devices is not None else runner_cfg.get("devices", "auto")
+        # "auto" imports torch to count GPUs (seconds): done in run(), off the caller's (GUI) thread.
+        self._auto_devices = spec in (None, "", "auto") or list(spec) == ["auto"]
+        self.devices = ["cpu"] if self._auto_devices else resolve_devices(spec)
         self.queue_size = int(runner_cfg.get("queue_size", 8))
         self.on_event = on_event
         self.ray_address = ray_address
@@ -371,6 +374,8 @@ class Runner:
         status, message = "failed", ""
         executor = None
         try:
+            if self._auto_devices:
+                self.devices = resolve_devices("auto")
             self._resolve_stages()
             summary.stages = self.stats
             executor = self._make_executor()
@@ -413,7 +418,8 @@ class Runner:
         self._handler.addFilter(ScrubFilter())
         self.logger.addHandler(self._handler)
         self.logger.info("run %d started (pid %d) stages=%s devices=%s workers=%s ray=%s",
-                         self.run_id, os.getpid(), ",".join(self.stage_classes), ",".join(self.devices),
+                         self.run_id, os.getpid(), ",".join(self.stage_classes),
+                         "auto" if self._auto_devices else ",".join(self.devices),
                          self.workers, self.ray_address or "no")
 
     def _close_run(self, summary: RunSummary) -> None:
