@@ -315,7 +315,12 @@ class ThreadExecutor:
 # The driver
 # ---------------------------------------------------------------------------------------
 class Runner:
-    """Runs the selected stages of one project; `run()` blocks, `cancel()` may come from any thread."""
+    """Runs the selected stages of one project; `run()` blocks, `cancel()` may come from any thread.
+
+    `stages`: names (or "a,b"), in any order — they run in STAGE_ORDER; Stage subclasses are
+    accepted too (tests, plugins). `on_event` is called on the thread that runs `run()`,
+    never concurrently; a listener that raises is logged and ignored.
+    """
 
     def __init__(
         self,
