@@ -154,9 +154,21 @@ def demo(
     """Build a sample project offline from the synthetic demo clip, run the pipeline, open it."""
     from .demo_project import build_demo_project
 
+    from .runner_cli import run_command
+
     p = build_demo_project(project, on_line=typer.echo)
-    if not no_gui:
-        raise typer.Exit(_launch_gui(p.root))
+    typer.echo(f"running the pipeline on {p.root} (offline demo settings: subtitles, Haar faces, baseline annotator)")
+    code = 0
+    try:
+        run_command(project=p.root, stages=None, backend=None, model=None, runs=None, workers=None,
+                    devices=None, ray=None, sets=None, quiet=False)
+    except typer.Exit as e:  # failed items are recorded; still open the app so they can be inspected
+        code = e.exit_code
+    if no_gui:
+        typer.echo(f"next: mikupal gui {project}   (review the labels)   mikupal export {project} OUT   (write a dataset)")
+    else:
+        code = _launch_gui(p.root) or code
+    raise typer.Exit(code)
 
 
 # --- feature commands (one registration line each; the functions live in their modules) ---

@@ -90,3 +90,12 @@ def test_demo_headless_builds_project(tmp_path):
     assert (tmp_path / "demo" / "project.db").exists()
     st = json.loads(run("status", tmp_path / "demo", "--json").stdout)
     assert st["counts"]["videos"] == 1
+    # The demo runs the whole pipeline: the subtitle lines become segments, each labeled.
+    assert st["counts"]["segments"] >= 2
+    assert st["counts"]["annotations"] >= st["segments_ok"] >= 2
+    assert st["counts"]["errors"] == 0
+    assert all(s["pending"] == 0 and s["failed"] == 0 for s in st["stages"].values())
+    assert "run 1 finished" in r.stdout or "run 1 done" in r.stdout, r.stdout
+    # A second demo reuses the project and has nothing left to do.
+    r2 = run("demo", tmp_path / "demo", "--no-gui")
+    assert "using existing demo project" in r2.stdout
