@@ -178,6 +178,26 @@ def template() -> str:
     return "\n".join(lines) + "\n"
 
 
+def markdown_reference() -> str:
+    """The README's configuration reference (tests keep the README in step with SPEC).
+
+    Regenerate with: python -m pipeline.config --markdown
+    """
+    out: list[str] = []
+    section = None
+    for s in SPEC:
+        if s.section != section:
+            section = s.section
+            if out:
+                out.append("")
+            out += [f"**`[{section}]`** {SECTION_HELP[section]}", "", "| key | default | meaning |", "|---|---|---|"]
+        help_ = s.help.replace("|", "\\|")
+        if s.choices:
+            help_ += " Choices: " + ", ".join(f"`{c}`" for c in s.choices) + "."
+        out.append(f"| `{s.key}` | `{_toml_value(s.default)}` | {help_} |")
+    return "\n".join(out) + "\n"
+
+
 def parse_override(text: str) -> tuple[str, str, Any]:
     """`section.key=value` -> (section, key, typed value). Values parse as TOML, else as a string."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
@@ -247,3 +267,9 @@ def load(project_dir: str | Path | None = None, overrides: list[str] | tuple[str
 def section_json(cfg: dict, *sections: str) -> str:
     """Stable JSON of some sections: part of a stage's cache key."""
     return json.dumps({s: cfg.get(s, {}) for s in sections}, sort_keys=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(markdown_reference() if "--markdown" in sys.argv else template())

@@ -57,7 +57,7 @@ def run_command(
     model: Optional[str] = typer.Option(None, "--model", help="Emotion model name."),
     runs: Optional[int] = typer.Option(None, "--runs", min=1, help="Independent emotion answers per segment."),
     workers: Optional[List[str]] = typer.Option(None, "--workers", help="stage=N worker count, repeatable (e.g. --workers faces=2)."),
-    devices: Optional[str] = typer.Option(None, "--devices", help="auto, cpu or a list like cuda:0,cuda:1 (default: [runner] devices)."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="auto, cpu or a list like cuda:0,cuda:1 (default: the runner.devices setting)."),
     ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray: a cluster ADDRESS, auto (running cluster) or local."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override a setting for this run: section.key=value (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; only the summary."),
