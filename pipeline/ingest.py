@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from . import store
-from .media import VIDEO_SUFFIXES, MediaError, probe, sha256_file
+from .fileutil import sha256_file
+from .media import VIDEO_SUFFIXES, MediaError, probe
 
 
 @dataclass

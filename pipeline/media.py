@@ -1,10 +1,9 @@
-"""Media access with PyAV: probing, hashing, audio extraction and clip cutting.
+"""Media access with PyAV: probing, audio extraction and clip cutting.
 
 Everything streams: no function here holds a whole video or its audio in memory.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,17 +33,6 @@ class ProbeInfo:
         d["has_audio"] = int(self.has_audio)
         d["has_video"] = int(self.has_video)
         return d
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def probe(path: str | Path) -> ProbeInfo:

@@ -1,22 +1,10 @@
 """`mikupal status`: what a project holds, per stage, with retention, cost and recent errors."""
 from __future__ import annotations
 
-import os
 
 from . import store
+from .fileutil import pid_alive
 from .stage import STAGE_ORDER
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def project_status(db, drop_statuses: list[str] | None = None, n_errors: int = 10) -> dict:
@@ -47,7 +35,7 @@ def project_status(db, drop_statuses: list[str] | None = None, n_errors: int = 1
     runs = store.rows(db, "SELECT * FROM runs ORDER BY id DESC LIMIT 5")
     for r in runs:
         r.pop("config_json", None)
-        if r["status"] == "running" and not _pid_alive(r.get("pid")):
+        if r["status"] == "running" and not pid_alive(r.get("pid")):
             r["status"] = "interrupted"
     errors = store.rows(
         db,

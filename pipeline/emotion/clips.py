@@ -19,6 +19,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..fileutil import sha256_file
+
 AUDIO_RATE = 16000  # what the annotators resample speech to anyway
 VIDEO_MIME = "video/mp4"
 AUDIO_MIME = "audio/wav"  # audio-only sources: 16 kHz PCM WAV, a format every backend accepts
@@ -84,14 +86,6 @@ def parse_bbox(raw) -> tuple[float, float, float, float] | None:
         if x2 > x1 and y2 > y1:
             return (x1, y1, x2, y2)
     return None
-
-
-def _sha_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _crop_box(bbox, w: int, h: int) -> tuple[int, int, int, int]:
@@ -206,7 +200,7 @@ def cut_clip(spec: ClipSpec, out_dir: str | Path) -> Clip:
     os.close(fd)
     try:
         _encode(tmp, vid if has_video else None, audio, spec.fps)
-        sha = _sha_file(Path(tmp))
+        sha = sha256_file(tmp)
         final = out_dir / f"{sha}{suffix}"
         os.replace(tmp, final)
     except BaseException:

@@ -5,6 +5,7 @@ import hashlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from ..fileutil import sha256_file
 from .formats import dumps
 
 HOW_TO_LOAD = {
@@ -120,11 +121,7 @@ def write_sha256sums(root: Path) -> str:
     lines = []
     for p in sorted(root.rglob("*"), key=lambda p: p.relative_to(root).as_posix()):
         if p.is_file() and p.name != "SHA256SUMS":
-            h = hashlib.sha256()
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            lines.append(f"{h.hexdigest()}  {p.relative_to(root).as_posix()}\n")
+            lines.append(f"{sha256_file(p)}  {p.relative_to(root).as_posix()}\n")
     data = "".join(lines).encode("utf-8")
     (root / "SHA256SUMS").write_bytes(data)
     return hashlib.sha256(data).hexdigest()

@@ -16,6 +16,7 @@ from typing import Callable
 import soundfile as sf
 
 from .. import store
+from ..fileutil import pid_alive
 from ..project import Project
 from . import audio as audio_mod
 from .card import readme, write_sha256sums
@@ -94,23 +95,11 @@ def _check_out(out: Path, project_root: Path, force: bool) -> None:
         raise ExportError(f"{out}: folder is not empty; choose an empty one or pass --force to replace it")
 
 
-def _pid_alive(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # no safe liveness probe (os.kill on Windows terminates): keep the folder
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale(out: Path) -> None:
     """Temporary folders of exports to OUT whose process died (killed, power cut) go away."""
     for p in out.parent.glob(f".{out.name}.partial-*"):
         pid = p.name.rsplit(".partial-", 1)[1].split("-")[0]
-        if p.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+        if p.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
 
 
