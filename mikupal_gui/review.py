@@ -18,8 +18,8 @@ import numpy as np
 from . import qt_compat  # noqa: F401  (PySide6 6.12 emit refcount fix, before any emit)
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSplitter,
+                               QVBoxLayout, QWidget)
 
 from pipeline import review as rv
 from pipeline import store
@@ -174,12 +174,21 @@ class ReviewWorkspace(QWidget):
         self.correct_combo = QComboBox()
         self.correct_combo.setFocusPolicy(Qt.ClickFocus)
         self.correct_combo.setToolTip("Corrected label, saved with a Reject (C to pick)")
+        # A free-text note saved with the next verdict (reviews.comment); Enter or Esc hands
+        # the keys back to the review shortcuts.
+        self.note_edit = QLineEdit()
+        self.note_edit.setPlaceholderText("Note (N)…")
+        self.note_edit.setToolTip("A note saved with your next verdict; Enter or Esc returns to the review keys")
+        self.note_edit.setMaximumWidth(260)
+        self.note_edit.returnPressed.connect(self.setFocus)
+        QShortcut(QKeySequence(Qt.Key_Escape), self.note_edit, context=Qt.WidgetShortcut).activated.connect(self.setFocus)
         bottom = QHBoxLayout()
         bottom.addWidget(self._button("◀ Prev", self.prev_item))
         for b in (self.accept_btn, self.reject_btn, self.skip_btn, self.undo_btn):
             bottom.addWidget(b)
         bottom.addWidget(QLabel("Correct to (C):"))
         bottom.addWidget(self.correct_combo)
+        bottom.addWidget(self.note_edit)
         bottom.addWidget(self._button("Next ▶", self.next_item))
         bottom.addStretch(1)
         self.status = QLabel()
@@ -213,6 +222,7 @@ class ReviewWorkspace(QWidget):
             Qt.Key_L: self._toggle_loop, Qt.Key_BracketLeft: self.player.slower,
             Qt.Key_BracketRight: self.player.faster, Qt.Key_Comma: lambda: self.player.step(-1),
             Qt.Key_Period: lambda: self.player.step(1), Qt.Key_C: self._pick_correction,
+            Qt.Key_N: self._focus_note,
         }
         self._shortcuts = []
         for key, slot in keys.items():
@@ -277,7 +287,8 @@ class ReviewWorkspace(QWidget):
         if corrected == NO_CORRECTION:
             corrected = None
         try:
-            rv.save_verdict(self.db, aid, self.rater, verdict, corrected_label=corrected)
+            rv.save_verdict(self.db, aid, self.rater, verdict, corrected_label=corrected,
+                            comment=self.note_edit.text().strip() or None)
         except rv.ReviewError as e:
             self.status.setText(str(e))
             return
@@ -354,6 +365,7 @@ class ReviewWorkspace(QWidget):
             self._fill_corrections(it.annotation["label_set"], it.verdict)
         else:
             self.radar.clear_values("no annotation yet")
+        self.note_edit.setText(((it.verdict or {}).get("comment") or "") if it.annotation else "")
         self.labels.show_item(it)
         self._set_enabled(bool(it.annotation))
         self.pos_label.setText("outside queue" if standalone else f"{self.pos + 1} / {len(self.ids)}")
@@ -381,7 +393,7 @@ class ReviewWorkspace(QWidget):
                 self.emotion_combo.setCurrentText(cur)
 
     def _set_enabled(self, on: bool) -> None:
-        for b in (self.accept_btn, self.reject_btn, self.skip_btn, self.correct_combo):
+        for b in (self.accept_btn, self.reject_btn, self.skip_btn, self.correct_combo, self.note_edit):
             b.setEnabled(on)
 
     def _position(self, t: float) -> None:
@@ -394,6 +406,11 @@ class ReviewWorkspace(QWidget):
         self.player.set_loop(not self.player.loop)
         self.loop_btn.setChecked(self.player.loop)
         self._position(self.player.position)
+
+    def _focus_note(self) -> None:
+        if self.note_edit.isEnabled():
+            self.note_edit.setFocus()
+            self.note_edit.selectAll()
 
     def _pick_correction(self) -> None:
         if self.correct_combo.isEnabled():

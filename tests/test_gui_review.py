@@ -92,6 +92,25 @@ def test_keys_navigate_save_and_undo(qtbot, proj):
     ws.shutdown()
 
 
+def test_note_key_saves_a_comment_with_the_verdict(qtbot, proj):
+    ws = _workspace(qtbot, proj, rater="noter")
+    ids = proj.annotation_ids
+    qtbot.keyClick(ws, Qt.Key_N)
+    assert ws.note_edit.hasFocus()
+    qtbot.keyClicks(ws.note_edit, "laughs, but sarcastic")  # letters go to the note, not to A/R/S
+    assert _verdicts(proj, "noter")[ids[0]] is None and ws.annotation_id == ids[0]
+    qtbot.keyClick(ws.note_edit, Qt.Key_Return)  # back to the review keys
+    assert not ws.note_edit.hasFocus()
+    qtbot.keyClick(ws, Qt.Key_R)
+    db = store.connect(proj.db_path)
+    assert review.current_verdict(db, ids[0], "noter")["comment"] == "laughs, but sarcastic"
+    db.conn.close()
+    assert ws.annotation_id == ids[1] and ws.note_edit.text() == ""  # a fresh note per item
+    qtbot.keyClick(ws, Qt.Key_Left)
+    assert ws.note_edit.text() == "laughs, but sarcastic"  # the saved note comes back
+    ws.shutdown()
+
+
 def test_queue_end_and_emotion_queue(qtbot, proj):
     ws = _workspace(qtbot, proj)
     for _ in proj.annotation_ids:
