@@ -23,6 +23,17 @@ from .stage import ModelMissingError
 HF = "https://huggingface.co"
 UVR = "https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models"
 
+# audio-separator resolves a separation model through three JSON files beside the weights:
+# the model list and the parameters keyed by the weights' MD5. They change upstream, so they
+# are not pinned. pipeline.audio.separate imports these (this module stays cheap to import).
+SEPARATOR_SUBDIR = "audio-separator"
+_UVR_DATA = "https://raw.githubusercontent.com/TRvlvr/application_data/main"
+SEPARATOR_METADATA_URLS = {
+    "download_checks.json": f"{_UVR_DATA}/filelists/download_checks.json",
+    "mdx_model_data.json": f"{_UVR_DATA}/mdx_model_data/model_data_new.json",
+    "vr_model_data.json": f"{_UVR_DATA}/vr_model_data/model_data_new.json",
+}
+
 
 @dataclass(frozen=True)
 class ModelFile:
@@ -59,15 +70,19 @@ def _whisper(size: str, mb: float) -> Model:
                  f"{HF}/{repo}", files)
 
 
+def _mdx(name: str, description: str, mb: float) -> Model:
+    """An MDX-Net model for audio-separator: the weights plus the metadata files it reads."""
+    weights = ModelFile(f"{SEPARATOR_SUBDIR}/{name}", f"{UVR}/{name}", size_mb=mb)
+    meta = tuple(ModelFile(f"{SEPARATOR_SUBDIR}/{n}", url) for n, url in SEPARATOR_METADATA_URLS.items())
+    return Model(name, "separate", description, "MIT (UVR models)", UVR, (weights, *meta))
+
+
 REGISTRY: dict[str, Model] = {
     m.id: m
     for m in [
-        Model("UVR-MDX-NET-Inst_HQ_3.onnx", "separate", "MDX-Net vocal/instrumental separation (UVR, default)", "MIT (UVR models)",
-              UVR, (ModelFile("audio-separator/UVR-MDX-NET-Inst_HQ_3.onnx", f"{UVR}/UVR-MDX-NET-Inst_HQ_3.onnx", size_mb=63.7),)),
-        Model("UVR_MDXNET_KARA_2.onnx", "separate", "MDX-Net karaoke model (lighter vocals)", "MIT (UVR models)",
-              UVR, (ModelFile("audio-separator/UVR_MDXNET_KARA_2.onnx", f"{UVR}/UVR_MDXNET_KARA_2.onnx", size_mb=50.3),)),
-        Model("Kim_Vocal_2.onnx", "separate", "MDX-Net vocal model by Kim", "MIT (UVR models)",
-              UVR, (ModelFile("audio-separator/Kim_Vocal_2.onnx", f"{UVR}/Kim_Vocal_2.onnx", size_mb=63.7),)),
+        _mdx("UVR-MDX-NET-Inst_HQ_3.onnx", "MDX-Net vocal/instrumental separation (UVR, default)", 63.7),
+        _mdx("UVR_MDXNET_KARA_2.onnx", "MDX-Net karaoke model (lighter vocals)", 50.3),
+        _mdx("Kim_Vocal_2.onnx", "MDX-Net vocal model by Kim", 63.7),
         _whisper("tiny", 75), _whisper("base", 145), _whisper("small", 484), _whisper("medium", 1530),
         _whisper("large-v3", 3090),
         Model("s3fd", "faces", "S3FD face detector (face-alignment)", "BSD-3-Clause (face-alignment)",
@@ -113,6 +128,12 @@ def file_status(f: ModelFile, root: Path) -> str:
     return "present"
 
 
+def model_status(model: Model, root: Path) -> str:
+    """"present" when every file is, "bad checksum" when any file fails its digest, else "missing"."""
+    st = {file_status(f, root) for f in model.files}
+    return "present" if st == {"present"} else ("bad checksum" if "bad checksum" in st else "missing")
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -130,11 +151,19 @@ def missing_message(model: Model, root: Path, files: list[ModelFile] | None = No
     return f"model {model.id} is missing: place " + "; ".join(parts) + " — or run: mikupal models download " + model.id
 
 
+class DownloadError(ModelMissingError):
+    """A download failed; `reason` is the short why (HTTP error, offline, checksum mismatch)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def download_file(f: ModelFile, root: Path, progress: Callable[[int, int | None], None] | None = None,
                   timeout: float = 30.0) -> Path:
     """Fetch one file into the models dir atomically, checking its digest."""
     if f.url is None:
-        raise ModelMissingError(f"{f.relpath} has no public URL; download it by hand into {root / f.relpath}")
+        raise DownloadError(f"{f.relpath} has no public URL; download it by hand into {root / f.relpath}", "no public URL")
     dest = root / f.relpath
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
@@ -154,14 +183,17 @@ def download_file(f: ModelFile, root: Path, progress: Callable[[int, int | None]
                     progress(done, total)
         digest = h.hexdigest()
         if f.sha256 and digest != f.sha256:
-            raise ModelMissingError(f"{f.url}: checksum mismatch (got {digest[:12]}…, want {f.sha256[:12]}…); try again later")
+            why = f"checksum mismatch (got {digest[:12]}…, want {f.sha256[:12]}…)"
+            raise DownloadError(f"{f.url}: {why}; try again later", f"{f.relpath}: {why}")
         if f.sha256_prefix and not digest.startswith(f.sha256_prefix):
-            raise ModelMissingError(f"{f.url}: checksum mismatch (got {digest[:10]}, want {f.sha256_prefix}); try again later")
+            why = f"checksum mismatch (got {digest[:10]}, want {f.sha256_prefix})"
+            raise DownloadError(f"{f.url}: {why}; try again later", f"{f.relpath}: {why}")
         os.replace(tmp, dest)
         return dest
     except (urllib.error.URLError, OSError, TimeoutError) as e:
-        reason = getattr(e, "reason", None) or e
-        raise ModelMissingError(f"cannot download {f.url} ({reason}); offline? place the file at {dest}") from None
+        reason = str(e) if isinstance(e, urllib.error.HTTPError) else str(getattr(e, "reason", None) or e)
+        raise DownloadError(f"cannot download {f.url} ({reason}); offline? place the file at {dest}",
+                            f"{f.relpath}: {reason}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -182,8 +214,9 @@ def ensure(model_id: str, cfg: dict | None = None, *, allow_download: bool | Non
             cb = (lambda d, t, _n=f.relpath: progress(_n, d, t)) if progress else None
             try:
                 download_file(f, root, cb)
-            except ModelMissingError:
-                raise ModelMissingError(missing_message(model, root, todo)) from None
+            except DownloadError as e:
+                # what is still missing now (files fetched before the failure stay)
+                raise ModelMissingError(f"{missing_message(model, root)} (download failed: {e.reason})") from None
         todo = []
     if todo:
         raise ModelMissingError(missing_message(model, root, todo))

@@ -28,10 +28,8 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
     root = models.models_dir()
     rows = []
     for m in models.REGISTRY.values():
-        st = {models.file_status(f, root) for f in m.files}
-        status = "present" if st == {"present"} else ("bad checksum" if "bad checksum" in st else "missing")
         rows.append({"id": m.id, "stage": m.stage, "size_mb": round(m.size_mb, 1), "licence": m.licence,
-                     "source": m.source, "status": status, "description": m.description,
+                     "source": m.source, "status": models.model_status(m, root), "description": m.description,
                      "files": [{"path": f.relpath, "url": f.url, "sha256": f.sha256 or f.sha256_prefix} for f in m.files]})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -66,7 +64,7 @@ def download_cmd(
                 path = models.ensure(mid, allow_download=True, progress=cb)
                 prog.console.print(f"{mid}: {path}")
             except ModelMissingError as e:
-                prog.console.print(f"mikupal: {e}", style="red", markup=False)
+                prog.console.print(f"mikupal: {e}", style="red", markup=False, soft_wrap=True)  # one line
                 failed += 1
     raise typer.Exit(1 if failed else 0)
 
@@ -91,6 +89,28 @@ def check_cmd(project: Optional[Path] = typer.Argument(None, help="Project whose
     if not models.required_models(cfg):
         typer.echo("the current settings need no model files")
     raise typer.Exit(1 if missing else 0)
+
+
+# PySide6 releases with a known bug that breaks the app (see mikupal_gui/qt_compat.py, which
+# probes for it at GUI start; doctor must not import Qt, so it goes by the version here).
+BAD_PYSIDE6 = {"6.12.0": "a reference-count bug aborts the app after a while (\"Fatal Python error: none_dealloc\")"}
+
+
+def qt_binding_line() -> str:
+    """One line on the Qt binding the GUI needs, read from package metadata (imports no Qt)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("PySide6")
+    except PackageNotFoundError:
+        try:
+            v = version("PySide6-Essentials")
+        except PackageNotFoundError:
+            return "Qt binding: PySide6 not installed (the GUI needs it: pip install \"PySide6!=6.12.0\")"
+    why = BAD_PYSIDE6.get(v)
+    if why:
+        return f"Qt binding: PySide6 {v} is known bad: {why}; install another release: pip install \"PySide6!={v}\""
+    return f"Qt binding: PySide6 {v}"
 
 
 def doctor():
@@ -122,8 +142,8 @@ def doctor():
     root = models.models_dir()
     lines.append(f"models dir: {root}")
     for m in models.REGISTRY.values():
-        ok = all(models.file_status(f, root) == "present" for f in m.files)
-        lines.append(f"  {'present' if ok else 'missing':8s} {m.id}")
+        lines.append(f"  {models.model_status(m, root):12s} {m.id}")
+    lines.append(qt_binding_line())
     key = bool(os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY"))
     lines.append(f"Gemini API key: {'present' if key else 'not set (GEMINI_API_KEY)'}")
     lines.append(f"OpenAI-compatible server: {os.environ.get('MIKUPAL_OPENAI_BASE_URL') or 'not set (MIKUPAL_OPENAI_BASE_URL)'}")

@@ -69,3 +69,128 @@ def test_cli_check_and_doctor(tmp_path, shared_models):
     d = subprocess.run([sys.executable, "-m", "pipeline.cli", "doctor"], capture_output=True, text=True, env=env)
     assert d.returncode == 0 and "Gemini API key: present" in d.stdout
     assert "sk-secret" not in d.stdout + d.stderr
+
+
+# ---- audio-separator's metadata files travel with every MDX model -------------------------------
+
+def test_mdx_models_list_audio_separators_metadata_files():
+    from pipeline.audio import separate
+
+    seps = [m for m in models.REGISTRY.values() if m.stage == "separate"]
+    assert seps
+    for m in seps:
+        weights, *meta = m.files
+        assert weights.relpath == f"{separate.SUBDIR}/{m.id}" and weights.url.endswith(m.id)
+        # the same URLs the separator names (one source), unpinned and size-less: they change upstream
+        assert {f.relpath: f.url for f in meta} == {f"{separate.SUBDIR}/{n}": u for n, u in separate.METADATA_URLS.items()}
+        assert all(f.sha256 is None and f.sha256_prefix is None and f.size_mb is None for f in meta)
+        assert m.size_mb == weights.size_mb
+
+
+def test_importing_the_model_manager_loads_no_separator():
+    code = ("import sys, pipeline.models; "
+            "sys.exit(any(m.startswith(('audio_separator', 'pipeline.audio', 'torch', 'PySide6')) for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def _serve(folder):
+    """A local HTTP server for `folder` (404 for anything else); returns (base URL, server)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{srv.server_address[1]}", srv
+
+
+def _served_copy(model, base):
+    """The registry entry with every file's URL pointing at the local server (same paths)."""
+    import dataclasses
+
+    files = tuple(dataclasses.replace(f, url=f"{base}/{f.relpath.rsplit('/', 1)[-1]}") for f in model.files)
+    return dataclasses.replace(model, files=files)
+
+
+def test_download_of_an_mdx_model_fetches_its_metadata_files(tmp_path, monkeypatch):
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    mid = "Kim_Vocal_2.onnx"
+    (upstream / mid).write_bytes(b"onnx weights" * 100)
+    for name in ("download_checks.json", "mdx_model_data.json", "vr_model_data.json"):
+        (upstream / name).write_text('{"name": "%s"}' % name)
+    base, srv = _serve(upstream)
+    try:
+        monkeypatch.setitem(models.REGISTRY, mid, _served_copy(models.REGISTRY[mid], base))
+        root = tmp_path / "models"
+        monkeypatch.setenv("MIKUPAL_MODELS_DIR", str(root))
+        # weights already there (copied by hand), metadata missing: the model is not present
+        (root / "audio-separator").mkdir(parents=True)
+        (root / "audio-separator" / mid).write_bytes((upstream / mid).read_bytes())
+        assert models.model_status(models.REGISTRY[mid], root) == "missing"
+        with pytest.raises(ModelMissingError) as e:
+            models.ensure(mid, allow_download=False)
+        assert "mdx_model_data.json" in str(e.value) and str(root / "audio-separator" / mid) not in str(e.value)
+        got = []
+        assert models.ensure(mid, allow_download=True, progress=lambda n, d, t: got.append(n)) == root / "audio-separator"
+        assert set(got) == {f"audio-separator/{n}" for n in ("download_checks.json", "mdx_model_data.json",
+                                                             "vr_model_data.json")}
+        assert (root / "audio-separator" / "mdx_model_data.json").read_text() == '{"name": "mdx_model_data.json"}'
+        assert models.model_status(models.REGISTRY[mid], root) == "present"
+        # a file the server does not have: the reason and what is still missing, nothing partial kept
+        (root / "audio-separator" / "vr_model_data.json").unlink()
+        (upstream / "vr_model_data.json").unlink()
+        with pytest.raises(ModelMissingError) as e:
+            models.ensure(mid, allow_download=True)
+        msg = str(e.value)
+        assert "\n" not in msg and "404" in msg and str(root / "audio-separator" / "vr_model_data.json") in msg
+        assert "mdx_model_data.json" not in msg  # present, so not asked for again
+        assert not [p for p in (root / "audio-separator").iterdir() if p.name.endswith(".part")]
+    finally:
+        srv.shutdown()
+
+
+def test_cli_check_names_a_missing_separator_metadata_file(tmp_path):
+    env = {"MIKUPAL_MODELS_DIR": str(tmp_path / "models"), "PATH": "/usr/bin:/bin"}
+    proj = tmp_path / "p"
+    subprocess.run([sys.executable, "-m", "pipeline.cli", "init", str(proj)], check=True, capture_output=True, env=env)
+    sep = tmp_path / "models" / "audio-separator"
+    sep.mkdir(parents=True)
+    (sep / "UVR-MDX-NET-Inst_HQ_3.onnx").write_bytes(b"weights")
+    (sep / "download_checks.json").write_text("{}")
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "check", str(proj)], capture_output=True,
+                       text=True, env=env)
+    line = next(ln for ln in r.stdout.splitlines() if "UVR-MDX-NET-Inst_HQ_3.onnx:" in ln)
+    assert line.startswith("MISSING") and str(sep / "mdx_model_data.json") in line and str(sep / "vr_model_data.json") in line
+    assert str(sep / "download_checks.json") not in line
+    for name in ("mdx_model_data.json", "vr_model_data.json"):
+        (sep / name).write_text("{}")
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "check", str(proj)], capture_output=True,
+                       text=True, env=env)
+    assert "ok UVR-MDX-NET-Inst_HQ_3.onnx" in r.stdout
+
+
+def test_doctor_reports_the_qt_binding_without_importing_qt(monkeypatch):
+    import importlib.metadata
+
+    from pipeline import models_cli
+
+    real = importlib.metadata.version
+    assert models_cli.qt_binding_line() == f"Qt binding: PySide6 {real('PySide6')}"
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "6.12.0" if name == "PySide6" else real(name))
+    line = models_cli.qt_binding_line()
+    assert "6.12.0 is known bad" in line and 'pip install "PySide6!=6.12.0"' in line
+
+    def absent(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", absent)
+    assert "not installed" in models_cli.qt_binding_line()
+    monkeypatch.setattr(importlib.metadata, "version", real)
+    code = ("import sys; from pipeline.models_cli import doctor; doctor(); "
+            "sys.exit(3 if any(m.startswith('PySide6') for m in sys.modules) else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-1000:]
+    assert f"Qt binding: PySide6 {real('PySide6')}" in r.stdout

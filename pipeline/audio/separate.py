@@ -20,17 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from ..media import read_audio, wav_info
+from ..models import SEPARATOR_METADATA_URLS as METADATA_URLS
+from ..models import SEPARATOR_SUBDIR as SUBDIR
 from ..stage import ModelMissingError, StageError
 
-SUBDIR = "audio-separator"
-METADATA_FILES = ("download_checks.json", "mdx_model_data.json", "vr_model_data.json")
-# Where audio-separator itself fetches them (for `mikupal models download` and offline copies).
-_UVR_DATA = "https://raw.githubusercontent.com/TRvlvr/application_data/main"
-METADATA_URLS = {
-    "download_checks.json": f"{_UVR_DATA}/filelists/download_checks.json",
-    "mdx_model_data.json": f"{_UVR_DATA}/mdx_model_data/model_data_new.json",
-    "vr_model_data.json": f"{_UVR_DATA}/vr_model_data/model_data_new.json",
-}
+# Where audio-separator itself fetches them; the model manager's registry lists them beside
+# every MDX model, so `mikupal models download|check` fetch and report them too.
+METADATA_FILES = tuple(METADATA_URLS)
 
 
 def model_dir(models_dir: str | Path) -> Path:
@@ -44,7 +40,7 @@ def missing_files(model: str, directory: str | Path) -> list[str]:
 
 def _missing_message(model: str, directory: Path, missing: list[str]) -> str:
     return (f"separate: model {model!r} is not installed: missing {', '.join(missing)} in {directory}; "
-            f"run `mikupal models download` online, copy the files there, or set separate.model = \"none\"")
+            f"run `mikupal models download {model}` online, copy the files there, or set separate.model = \"none\"")
 
 
 class VocalSeparator:
