@@ -158,8 +158,8 @@ def bench_asd(models: Path | None, seconds: float = 8.0) -> None:
     print(f"\n3. Active speaker, one face track of {seconds:.0f} s ({which}, torch threads {torch.get_num_threads()})")
     dt_mfcc, feats = timed(A.mfcc, audio)
     print(f"   MFCC                              {seconds / dt_mfcc:8.1f} s of video per s = x{seconds / dt_mfcc:.1f} real time")
-    A.light_asd_scores(net, faces[:25], feats[:100])  # warm
-    dt_full, _ = timed(A.light_asd_scores, net, faces, feats)
+    A.multi_length_scores(net, faces[:25], feats[:100])  # warm
+    dt_full, _ = timed(A.multi_length_scores, net, faces, feats)
     print(f"   Light-ASD, 6-length average       {seconds / dt_full:8.2f} s of video per s = x{seconds / dt_full:.2f} real time per track")
     with torch.inference_mode():
         dt_one, _ = timed(net, torch.from_numpy(feats[: 4 * t]).float()[None], torch.from_numpy(faces).float()[None])

@@ -245,4 +245,4 @@ def test_batched_multi_length_scoring_equals_chunk_by_chunk():
                 chunks = [net(torch.from_numpy(feats[4 * i: 4 * (i + n)])[None], torch.from_numpy(faces[i: i + n])[None])[0]
                           for i in range(0, t, n)]
                 want += torch.cat(chunks).numpy() / 6
-        np.testing.assert_allclose(A.light_asd_scores(net, faces, feats), want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(A.multi_length_scores(net, faces, feats), want, rtol=1e-4, atol=1e-4)

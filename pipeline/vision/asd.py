@@ -1,5 +1,6 @@
-"""Active-speaker detection: Light-ASD (our PyTorch re-implementation), the AV-sync fallback,
-and the TalkNet weights loader.
+"""Active-speaker detection: Light-ASD (our PyTorch re-implementation), TalkNet-ASD (in
+:mod:`pipeline.vision.talknet`, same inputs and interface), the AV-sync fallback, and the
+multi-length scoring both networks share.
 
 Light-ASD (Liao et al., CVPR 2023, arXiv 2303.04439) is re-implemented here so that it loads
 the official state dict with ``strict=True``: the module names below (``model.visualEncoder``,
@@ -12,7 +13,8 @@ the contract. Inputs follow TalkNet's demo preprocessing:
 - audio: 16 kHz mono at int16 scale, 13 MFCCs at 100 frames/s (:func:`mfcc`, numerically the
   same as ``python_speech_features.mfcc``), 4 audio frames per video frame.
 
-The audio-visual head gives one logit per video frame; > 0 means speaking.
+The audio-visual head gives one logit per video frame; > 0 means speaking. TalkNet takes
+exactly these inputs (Light-ASD inherited TalkNet's preprocessing) and is scored the same way.
 """
 from __future__ import annotations
 
@@ -31,8 +33,9 @@ from ..stage import ModelMissingError
 CROP_SIZE = 112
 VIDEO_FPS = 25
 MFCC_PER_FRAME = 4
-# Light-ASD's evaluation scores every track cut into chunks of 1..6 s and averages the six
-# results per frame (its list {1,1,1,2,2,2,3,3,4,5,6} is a Python set: each length once).
+# Light-ASD's evaluation and TalkNet's demo both score every track cut into chunks of 1..6 s
+# and average the six results per frame (their {1,1,1,2,2,2,3,3,4,5,6} is a Python set
+# literal, so each length counts once).
 DURATION_WEIGHTS = {1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1}
 
 
@@ -287,10 +290,11 @@ def load_light_asd(path: str | Path, device: str = "cpu") -> LightASD:
 
 
 @torch.inference_mode()
-def light_asd_scores(net: LightASD, faces: np.ndarray, feats: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """Per-frame speaking logits for one track: ``faces`` (T, 112, 112) uint8 at 25 fps,
-    ``feats`` MFCC (>= 4T, 13) starting at the first face's time. Averages the official
-    multi-length evaluation (chunks of 1..6 s)."""
+def multi_length_scores(net, faces: np.ndarray, feats: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Per-frame speaking logits for one track from Light-ASD or TalkNet (any ``net(mfcc
+    (B, 4T, 13), faces (B, T, 112, 112)) -> (B, T)`` that scores each batch item on its own):
+    ``faces`` (T, 112, 112) uint8 at 25 fps, ``feats`` MFCC (>= 4T, 13) starting at the first
+    face's time. Averages the official multi-length evaluation (chunks of 1..6 s)."""
     t = len(faces)
     feats = np.asarray(feats, dtype=np.float32)
     if len(feats) < MFCC_PER_FRAME * t:  # the last frame's audio can run past the file end
@@ -371,12 +375,11 @@ def sync_score(faces: np.ndarray, samples: np.ndarray, rate: int) -> float:
 # TalkNet (user-supplied weights)
 # ---------------------------------------------------------------------------------------
 def load_talknet(path: str | Path, device: str = "cpu"):
-    """TalkNet weights are user-supplied (the model manager resolves the file and says where
-    it goes when absent). The TalkNet network itself is not part of this build yet, so a
-    present file is refused with a line saying what to use instead."""
-    from ..stage import StageError
+    """TalkNet-ASD with a released file, loaded strictly. The model manager resolves the path
+    (``talknet/pretrain_TalkSet.model``; the AVA-trained ``pretrain_AVA.model`` has the same
+    layout and may be placed under that name) and says where it goes when absent. A file that
+    is not a TalkNet checkpoint stops the stage with one line naming it and the fix."""
+    from . import talknet
 
-    raise StageError(
-        f"{path}: TalkNet weights found, but this MIKU-PAL build has no TalkNet network to load them into; "
-        "set [asd] model = \"light-asd\" (same inputs, official weights bundled) or \"sync\""
-    )
+    path = resolve_local_weights(Path(path).parent, Path(path).name)
+    return talknet.load(path, device)

@@ -9,8 +9,8 @@ are consecutive on the grid; the GUI draws the entry nearest to the playback tim
 
 ``asd`` reads those tracks and the segments and sets, per segment: ``speaker_track_id``,
 ``speaker_bbox_json`` (the speaker's median box over the segment, ``[x1, y1, x2, y2]`` in
-video pixels), ``asd_score`` (the speaker's mean score; Light-ASD logit, or for ``sync`` the
-correlation's Fisher z minus 2 — both > 0 mean "speaking") and ``status``:
+video pixels), ``asd_score`` (the speaker's mean score; Light-ASD or TalkNet logit, or for
+``sync`` the correlation's Fisher z minus 2 — all > 0 mean "speaking") and ``status``:
 ``ok``, ``no_face`` (no track covers the segment), ``low_asd`` (best score < ``[asd]
 min_score``) or ``multi_speaker`` (a second track also >= min_score and within
 ``multi_speaker_margin`` of the best). A status set by an earlier stage that is not one of
@@ -167,7 +167,7 @@ class AsdStage(Stage):
         if self.model_name == "light-asd":
             self.net = asd_mod.load_light_asd(self._light_asd_path(models, c["weights"]), dev)
         elif self.model_name == "talknet":
-            asd_mod.load_talknet(models.ensure("talknet", self.cfg), dev)
+            self.net = asd_mod.load_talknet(models.ensure("talknet", self.cfg), dev)
         elif self.model_name != "sync":
             raise ModelMissingError(f"[asd] model = {self.model_name!r}: use light-asd, talknet or sync")
 
@@ -218,7 +218,8 @@ class AsdStage(Stage):
         if self.model_name == "sync":
             return asd_mod.sync_score(faces, samples, 16000)
         feats = asd_mod.mfcc(samples, 16000)
-        return float(np.mean(asd_mod.light_asd_scores(self.net, faces, feats, _device(self.device))))
+        # Light-ASD and TalkNet share inputs, interface and the multi-length protocol.
+        return float(np.mean(asd_mod.multi_length_scores(self.net, faces, feats, _device(self.device))))
 
     def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> None:
         """Write every segment's speaker fields (the runner wraps this in one transaction)."""
