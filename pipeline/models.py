@@ -8,6 +8,7 @@ bar and checked against its sha256; otherwise ModelMissingError says which file 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -118,6 +119,15 @@ def models_dir(cfg: dict | None = None) -> Path:
     return _models_dir(cfg)
 
 
+def models_dir_origin(cfg: dict | None = None) -> str:
+    """Why models_dir(cfg) is where it is, in words (same precedence as models_dir)."""
+    if os.environ.get("MIKUPAL_MODELS_DIR"):
+        return "set by $MIKUPAL_MODELS_DIR"
+    if cfg and cfg.get("models", {}).get("dir"):
+        return "the project's [models] dir"
+    return "the default folder (set [models] dir or $MIKUPAL_MODELS_DIR to move it)"
+
+
 def file_status(f: ModelFile, root: Path) -> str:
     """"present", "missing" or "bad checksum"."""
     p = root / f.relpath
@@ -142,13 +152,15 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def missing_message(model: Model, root: Path, files: list[ModelFile] | None = None) -> str:
+def missing_message(model: Model, root: Path, files: list[ModelFile] | None = None, why: str | None = None) -> str:
+    """One line: which files of `model` to place where (and, after a failed download, why it failed)."""
     files = files if files is not None else [f for f in model.files if file_status(f, root) != "present"]
     parts = []
     for f in files:
         where = root / f.relpath
         parts.append(f"{where}" + (f" (from {f.url})" if f.url else f" (get it from {model.source})"))
-    return f"model {model.id} is missing: place " + "; ".join(parts) + " — or run: mikupal models download " + model.id
+    head = f"model {model.id} could not be downloaded ({why})" if why else f"model {model.id} is missing"
+    return f"{head}: place " + "; ".join(parts) + " — or run: mikupal models download " + model.id
 
 
 class DownloadError(ModelMissingError):
@@ -181,6 +193,9 @@ def download_file(f: ModelFile, root: Path, progress: Callable[[int, int | None]
                 done += len(block)
                 if progress:
                     progress(done, total)
+        if total is not None and done != total:  # the server closed early: not a whole file
+            why = f"the transfer broke off after {done} of {total} bytes; try again"
+            raise DownloadError(f"{f.url}: {why}", f"{f.relpath}: {why}")
         digest = h.hexdigest()
         if f.sha256 and digest != f.sha256:
             why = f"checksum mismatch (got {digest[:12]}…, want {f.sha256[:12]}…)"
@@ -190,9 +205,16 @@ def download_file(f: ModelFile, root: Path, progress: Callable[[int, int | None]
             raise DownloadError(f"{f.url}: {why}; try again later", f"{f.relpath}: {why}")
         os.replace(tmp, dest)
         return dest
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        reason = str(e) if isinstance(e, urllib.error.HTTPError) else str(getattr(e, "reason", None) or e)
-        raise DownloadError(f"cannot download {f.url} ({reason}); offline? place the file at {dest}",
+    except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as e:
+        if isinstance(e, urllib.error.HTTPError):
+            reason = str(e)
+        elif isinstance(e, (urllib.error.URLError, TimeoutError, ConnectionError)):
+            reason = f"no connection, offline? {getattr(e, 'reason', None) or e}"
+        elif isinstance(e, http.client.HTTPException):
+            reason = f"the transfer broke off ({type(e).__name__}); try again"
+        else:  # the disk: full, read-only, ...
+            reason = str(e)
+        raise DownloadError(f"cannot download {f.url} ({reason}); place the file at {dest}",
                             f"{f.relpath}: {reason}") from None
     finally:
         if os.path.exists(tmp):
@@ -216,7 +238,7 @@ def ensure(model_id: str, cfg: dict | None = None, *, allow_download: bool | Non
                 download_file(f, root, cb)
             except DownloadError as e:
                 # what is still missing now (files fetched before the failure stay)
-                raise ModelMissingError(f"{missing_message(model, root)} (download failed: {e.reason})") from None
+                raise ModelMissingError(missing_message(model, root, why=e.reason)) from None
         todo = []
     if todo:
         raise ModelMissingError(missing_message(model, root, todo))

@@ -194,3 +194,32 @@ def test_doctor_reports_the_qt_binding_without_importing_qt(monkeypatch):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-1000:]
     assert f"Qt binding: PySide6 {real('PySide6')}" in r.stdout
+
+
+def test_a_transfer_that_breaks_off_is_not_kept(tmp_path):
+    """Unpinned files (metadata, whisper) have no digest: the byte count must match Content-Length."""
+    import http.server
+    import threading
+
+    class Short(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"{\"partial\": ")
+            self.close_connection = True
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Short)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        f = models.ModelFile("audio-separator/mdx_model_data.json", f"http://127.0.0.1:{srv.server_address[1]}/m.json")
+        with pytest.raises(ModelMissingError, match="broke off after 12 of 100000 bytes"):
+            models.download_file(f, tmp_path)
+        assert not (tmp_path / "audio-separator" / "mdx_model_data.json").exists()
+        assert not list((tmp_path / "audio-separator").iterdir())
+    finally:
+        srv.shutdown()
+        srv.server_close()
