@@ -20,7 +20,7 @@ from pipeline.project import Project
 
 from . import models
 from .dashboard import Dashboard
-from .dialogs import ExportDialog, ProjectDialog, SettingsDialog, add_recent
+from .dialogs import ExportDialog, ModelsDialog, ProjectDialog, SettingsDialog, add_recent
 from .run_panel import RunPanel
 
 TAB_DATA, TAB_REVIEW, TAB_DASHBOARD = 0, 1, 2
@@ -230,6 +230,10 @@ class MainWindow(QMainWindow):
         v.addAction(self.act_rater)
         self.act_refresh = QAction("Re&fresh", self, shortcut=QKeySequence.StandardKey.Refresh, triggered=self.refresh)
         v.addAction(self.act_refresh)
+        t = mb.addMenu("&Tools")
+        self.act_models = QAction("&Models…", self, triggered=self.open_models)
+        self.act_models.setToolTip("Which model weights the project needs, which are here; download them")
+        t.addAction(self.act_models)
         h = mb.addMenu("&Help")
         h.addAction(QAction("&About MIKU-PAL", self, triggered=self._about))
         self._set_project_actions(False)
@@ -292,6 +296,9 @@ class MainWindow(QMainWindow):
         elif self.tabs.currentIndex() == TAB_REVIEW and self.last_segment is not None:
             self._open_in_review(self.last_segment)
         self.status_label.setText(str(project.root))
+        md = getattr(self, "models_dialog", None)
+        if md is not None and md.isVisible() and not md.busy():
+            md.set_project(project)  # needs and models dir follow the open project
         if self.tabs.currentIndex() == TAB_DASHBOARD:
             self.dashboard.refresh()
         return True
@@ -541,6 +548,18 @@ class MainWindow(QMainWindow):
         SettingsDialog(self).exec()
         self.run_panel._update_key_hint()
 
+    def open_models(self) -> ModelsDialog:
+        """The models dialog, not modal: downloads go on while the rest of the app is used."""
+        dlg = getattr(self, "models_dialog", None)
+        if dlg is None:
+            dlg = self.models_dialog = ModelsDialog(self.project, self)
+        elif not dlg.busy():
+            dlg.set_project(self.project)
+        dlg.show()
+        dlg.raise_()
+        dlg.activateWindow()
+        return dlg
+
     def _about(self) -> None:
         from pipeline import __version__
 
@@ -588,6 +607,8 @@ class MainWindow(QMainWindow):
         self.save_state()
         self.run_panel.shutdown()
         self.dashboard.shutdown()
+        if getattr(self, "models_dialog", None) is not None:
+            self.models_dialog.shutdown()  # a download in flight stops and leaves no partial file
         if getattr(self, "_add_thread", None) is not None:
             self._add_thread.wait()
         self._close_project()

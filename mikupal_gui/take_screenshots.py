@@ -5,7 +5,7 @@
 Builds (or reuses) the offline demo project, runs the pipeline on it from the run panel
 (as a user would press Start), lets demo raters review a few items with the review
 keys, and saves: project chooser, data tables, run panel, review workspace, dashboard,
-settings and export dialogs. QSettings go to a temporary file, so the user's own window
+settings, export and models dialogs. QSettings go to a temporary file, so the user's own window
 layout and recent list are untouched. Works offscreen too (QT_QPA_PLATFORM=offscreen).
 """
 from __future__ import annotations
@@ -154,6 +154,11 @@ def take(out: Path, project_dir: Path | None = None, raters: int = 2, per_rater:
     _settle(app, 1.0)
     _save(ed, out, "08-export.png", written)
     ed.close()
+
+    md = win.open_models()  # Tools > Models…: the registry against the project's models dir
+    _settle(app, 0.5)
+    _save(md, out, "09-models.png", written)
+    md.close()
 
     win.close()
     app.processEvents()
