@@ -3,7 +3,6 @@ settings need, and downloads on a background thread (from a local HTTP server; n
 is reachable here). Real widgets, real files, offscreen (pytest-qt)."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import http.server
