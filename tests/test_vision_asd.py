@@ -12,7 +12,7 @@ from pipeline.project import Project
 from pipeline.stage import ModelMissingError
 from pipeline.vision import asd as A
 from pipeline.vision.stages import _decide
-from vision_fixtures import errors_of, project_with_video, run_stages, segments_of, stage_info, tracks_of
+from vision_fixtures import chunk_by_chunk_scores, errors_of, project_with_video, run_stages, segments_of, stage_info, tracks_of
 
 LINES = ("I can't believe you did that, this is wonderful news!", "Thank you. That really means a lot to me.")
 
@@ -238,11 +238,5 @@ def test_batched_multi_length_scoring_equals_chunk_by_chunk():
     for t in (20, 60, 113):
         faces = rng.integers(0, 255, (t, 112, 112), dtype=np.uint8)
         feats = rng.standard_normal((4 * t, 13)).astype(np.float32)
-        want = np.zeros(t)
-        with torch.inference_mode():
-            for dur in range(1, 7):
-                n = 25 * dur
-                chunks = [net(torch.from_numpy(feats[4 * i: 4 * (i + n)])[None], torch.from_numpy(faces[i: i + n])[None])[0]
-                          for i in range(0, t, n)]
-                want += torch.cat(chunks).numpy() / 6
+        want = chunk_by_chunk_scores(net, faces, feats)
         np.testing.assert_allclose(A.multi_length_scores(net, faces, feats), want, rtol=1e-4, atol=1e-4)

@@ -17,7 +17,7 @@ import torch
 from pipeline.stage import StageError
 from pipeline.vision import asd as A
 from pipeline.vision import talknet as TN
-from vision_fixtures import project_with_video, run_stages, segments_of, stage_info, tracks_of
+from vision_fixtures import chunk_by_chunk_scores, project_with_video, run_stages, segments_of, stage_info, tracks_of
 
 LINES = ("I can't believe you did that, this is wonderful news!", "Thank you. That really means a lot to me.")
 
@@ -135,13 +135,7 @@ def test_batched_multi_length_scoring_equals_chunk_by_chunk(checkpoint):
     for t in (30, 61):
         faces = rng.integers(0, 255, (t, 112, 112), dtype=np.uint8)
         feats = (rng.standard_normal((4 * t, 13)) * 5).astype(np.float32)
-        want = np.zeros(t)
-        with torch.inference_mode():
-            for dur in range(1, 7):
-                n = 25 * dur
-                chunks = [net(torch.from_numpy(feats[4 * i: 4 * (i + n)])[None], torch.from_numpy(faces[i: i + n])[None])[0]
-                          for i in range(0, t, n)]
-                want += torch.cat(chunks).numpy() / 6
+        want = chunk_by_chunk_scores(net, faces, feats)
         got = A.multi_length_scores(net, faces, feats)
         assert got.shape == (t,) and np.isfinite(got).all()
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

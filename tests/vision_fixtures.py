@@ -73,3 +73,20 @@ def stage_info(proj: Project, vid: int, stage: str) -> dict | None:
         return store.get_stage_state(db, vid, stage)
     finally:
         db.conn.close()
+
+
+def chunk_by_chunk_scores(net, faces, feats):
+    """The official ASD protocol, spelled out: each duration 1..6 s scored chunk by chunk with
+    batch 1, averaged. The reference the batched `multi_length_scores` must reproduce."""
+    import numpy as np
+    import torch
+
+    t = len(faces)
+    want = np.zeros(t)
+    with torch.inference_mode():
+        for dur in range(1, 7):
+            n = 25 * dur
+            chunks = [net(torch.from_numpy(feats[4 * i: 4 * (i + n)])[None], torch.from_numpy(faces[i: i + n])[None])[0]
+                      for i in range(0, t, n)]
+            want += torch.cat(chunks).numpy() / 6
+    return want
