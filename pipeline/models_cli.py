@@ -23,9 +23,12 @@ def _cfg(project: Optional[Path]):
 
 
 @models_app.command("list")
-def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+def list_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    project: Optional[Path] = typer.Option(None, "--project", "-p", help="Use this project's [models] dir."),
+):
     """Every model the pipeline can use, with size, source, licence and status."""
-    root = models.models_dir()
+    root = models.models_dir(_cfg(project))
     rows = []
     for m in models.REGISTRY.values():
         rows.append({"id": m.id, "stage": m.stage, "size_mb": round(m.size_mb, 1), "licence": m.licence,
@@ -46,8 +49,10 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
 @models_app.command("download")
 def download_cmd(
     ids: List[str] = typer.Argument(..., help="Model ids from `mikupal models list`."),
+    project: Optional[Path] = typer.Option(None, "--project", "-p", help="Download into this project's [models] dir."),
 ):
     """Download models into the models dir with progress bars and checksum checks."""
+    cfg = _cfg(project)
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     failed = 0
@@ -61,7 +66,7 @@ def download_cmd(
 
         for mid in ids:
             try:
-                path = models.ensure(mid, allow_download=True, progress=cb)
+                path = models.ensure(mid, cfg, allow_download=True, progress=cb)
                 prog.console.print(f"{mid}: {path}")
             except ModelMissingError as e:
                 prog.console.print(f"mikupal: {e}", style="red", markup=False, soft_wrap=True)  # one line

@@ -1,6 +1,7 @@
 """The model manager's offline paths: present files, clear missing messages, checksums."""
 import hashlib
 import shutil
+import json
 import subprocess
 import sys
 
@@ -223,3 +224,25 @@ def test_a_transfer_that_breaks_off_is_not_kept(tmp_path):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_list_and_download_follow_a_projects_models_dir(tmp_path, shared_models):
+    """`--project` points list/download at that project's [models] dir (no env override)."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proj, weights = tmp_path / "p", tmp_path / "weights"
+    subprocess.run([sys.executable, "-m", "pipeline.cli", "init", str(proj)], check=True, capture_output=True, env=env)
+    toml = proj / "mikupal.toml"
+    toml.write_text(toml.read_text().replace('dir = ""', f'dir = "{weights}"', 1))
+    shutil.copytree(shared_models / "light-asd", weights / "light-asd")
+
+    def status(*extra):
+        r = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "list", "--json", *extra],
+                           capture_output=True, text=True, env=env, check=True)
+        return {m["id"]: m["status"] for m in json.loads(r.stdout)}["light-asd"]
+
+    assert status() == "missing"  # the user cache knows nothing of it
+    assert status("--project", str(proj)) == "present"
+    # Already present in the project's dir: download has nothing to fetch (works offline).
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "download", "light-asd", "-p", str(proj)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and str(weights / "light-asd") in r.stdout.replace("\n", "")
