@@ -3,8 +3,10 @@
 The clip covers the segment (plus ``[clips] context_s`` each side), cropped around the active
 speaker when ``[clips] crop = "speaker"`` and a speaker box is known (else the full frame),
 scaled to ``[clips] height`` at ``[clips] fps``, H.264 + AAC mono. Files live in the clips
-cache named by the sha256 of their bytes; a small index maps the cut's inputs to that sha so
-the same cut is never encoded twice.
+cache named by the sha256 of what the model is shown: the decoded pixels and samples plus the
+encoder settings. (Not of the file's bytes: x264 is not bit-exact from run to run, so a byte
+hash would change when a lost cache is rebuilt and answers keyed by it would be orphaned.) A
+small index maps the cut's inputs to that sha so the same cut is never decoded twice.
 """
 from __future__ import annotations
 
@@ -19,7 +21,6 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..fileutil import sha256_file
 
 AUDIO_RATE = 16000  # what the annotators resample speech to anyway
 VIDEO_MIME = "video/mp4"
@@ -196,22 +197,39 @@ def cut_clip(spec: ClipSpec, out_dir: str | Path) -> Clip:
         raise ClipError(f"{spec.video_path} has neither video nor audio in {spec.t0:.2f}-{spec.t1:.2f} s")
     has_video = vid is not None and bool(vid[0])
     suffix = ".mp4" if has_video else ".wav"
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=out_dir)
-    os.close(fd)
-    try:
-        _encode(tmp, vid if has_video else None, audio, spec.fps)
-        sha = sha256_file(tmp)
-        final = out_dir / f"{sha}{suffix}"
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    sha = _content_sha(vid if has_video else None, audio, spec.fps, suffix)
+    final = out_dir / f"{sha}{suffix}"
+    if not final.exists():
+        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=out_dir)
+        os.close(fd)
+        try:
+            _encode(tmp, vid if has_video else None, audio, spec.fps)
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     clip = Clip(path=str(final), sha=sha, size_bytes=final.stat().st_size, duration_s=round(spec.t1 - spec.t0, 3),
                 has_video=has_video, mime_type=VIDEO_MIME if has_video else AUDIO_MIME)
     tmpk = key_file.with_suffix(f".{os.getpid()}.tmp")
     tmpk.write_text(json.dumps(clip.__dict__))
     os.replace(tmpk, key_file)
     return clip
+
+
+# Bump when _encode's settings change, so new encodings get new names.
+ENCODER_SETTINGS = "h264 veryfast crf26 yuv420p; aac mono 48k; wav s16 mono"
+
+
+def _content_sha(vid, audio: np.ndarray, fps: float, suffix: str) -> str:
+    """sha256 of the clip's content: settings, size, rate, every frame's pixels, the samples."""
+    h = hashlib.sha256(f"{ENCODER_SETTINGS}|{suffix}|{fps!r}|{AUDIO_RATE}".encode())
+    if vid is not None:
+        frames, w, ht = vid
+        h.update(f"|{w}x{ht}|{len(frames)}|".encode())
+        for f in frames:
+            h.update(np.ascontiguousarray(f.to_ndarray(format="rgb24")).tobytes())
+    h.update(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
+    return h.hexdigest()
 
 
 def _encode(path: str, vid, audio: np.ndarray, fps: float) -> None:
@@ -233,7 +251,6 @@ def _encode(path: str, vid, audio: np.ndarray, fps: float) -> None:
             rate = Fraction(fps).limit_denominator(1000)
             vs = out.add_stream("libx264", rate=rate)
             vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-            # Single-threaded x264 keeps the bytes (and so the clip hash) reproducible.
             vs.options = {"preset": "veryfast", "crf": "26", "threads": "1"}
         as_ = None
         if len(audio):
