@@ -113,8 +113,8 @@ def test_retry_after_is_honoured(gproject, server):
 
 
 def test_timeouts_are_retried(gproject, server):
-    set_cfg(gproject, emotion__timeout_s=0.5)
-    server.script += [Reply(delay_s=1.5), Reply(delay_s=1.5)]
+    set_cfg(gproject, emotion__timeout_s=1.5)  # headroom for a loaded CI box; the stalls are 3 s
+    server.script += [Reply(delay_s=3.0), Reply(delay_s=3.0)]
     stage, db, failures = run_emotion(gproject)
     assert failures == [] and len(annotations(db)) == 3
     assert len(gen_requests(server)) == 5
