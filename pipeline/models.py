@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .fileutil import sha256_file
 from .project import models_dir as _models_dir
+from .project import models_dir_and_origin as _models_dir_and_origin
 from .stage import ModelMissingError
 
 HF = "https://huggingface.co"
@@ -120,12 +122,8 @@ def models_dir(cfg: dict | None = None) -> Path:
 
 
 def models_dir_origin(cfg: dict | None = None) -> str:
-    """Why models_dir(cfg) is where it is, in words (same precedence as models_dir)."""
-    if os.environ.get("MIKUPAL_MODELS_DIR"):
-        return "set by $MIKUPAL_MODELS_DIR"
-    if cfg and cfg.get("models", {}).get("dir"):
-        return "the project's [models] dir"
-    return "the default folder (set [models] dir or $MIKUPAL_MODELS_DIR to move it)"
+    """Why models_dir(cfg) is where it is, in words."""
+    return _models_dir_and_origin(cfg)[1]
 
 
 def file_status(f: ModelFile, root: Path) -> str:
@@ -133,7 +131,7 @@ def file_status(f: ModelFile, root: Path) -> str:
     p = root / f.relpath
     if not p.is_file() or p.stat().st_size == 0:
         return "missing"
-    if f.sha256 and sha256_of(p) != f.sha256:
+    if f.sha256 and sha256_file(p) != f.sha256:
         return "bad checksum"
     return "present"
 
@@ -142,14 +140,6 @@ def model_status(model: Model, root: Path) -> str:
     """"present" when every file is, "bad checksum" when any file fails its digest, else "missing"."""
     st = {file_status(f, root) for f in model.files}
     return "present" if st == {"present"} else ("bad checksum" if "bad checksum" in st else "missing")
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def missing_message(model: Model, root: Path, files: list[ModelFile] | None = None, why: str | None = None) -> str:

@@ -73,12 +73,16 @@ class Project:
         return cls(root=root.resolve(), config=cfg)
 
 
-def models_dir(cfg: dict | None = None) -> Path:
-    """MIKUPAL_MODELS_DIR, else [models] dir, else the user cache."""
+def models_dir_and_origin(cfg: dict | None = None) -> tuple[Path, str]:
+    """The models dir and why it is there: MIKUPAL_MODELS_DIR, else [models] dir, else the user cache."""
     env = os.environ.get("MIKUPAL_MODELS_DIR")
     if env:
-        return Path(env).expanduser()
+        return Path(env).expanduser(), "set by $MIKUPAL_MODELS_DIR"
     if cfg and cfg.get("models", {}).get("dir"):
-        return Path(cfg["models"]["dir"]).expanduser()
+        return Path(cfg["models"]["dir"]).expanduser(), "the project's [models] dir"
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mikupal" / "models"
+    return Path(base) / "mikupal" / "models", "the default folder (set [models] dir or $MIKUPAL_MODELS_DIR to move it)"
+
+
+def models_dir(cfg: dict | None = None) -> Path:
+    return models_dir_and_origin(cfg)[0]
