@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _shared_models_dir() -> Path:
     env = os.environ.get("MIKUPAL_TEST_MODELS")
-    return Path(env) if env else REPO.parent / "shared" / "models"
+    return (Path(env) if env else REPO.parent / "shared" / "models").resolve()  # tests build file:// URLs from it
 
 
 @pytest.fixture(scope="session")
