@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from audio_fixtures import TINY_MDX, build_tiny_mdx, build_tiny_whisper, speech_scene, write_video  # noqa: E402
-from pipeline.media import extract_audio, wav_info  # noqa: E402
+from mikupal.media import extract_audio, wav_info  # noqa: E402
 
 
 def timed(fn, *a, **k):
@@ -71,7 +71,7 @@ def run(work: Path, args) -> None:
     report("extract (16k mono + 44.1k stereo)", t_ex, dur,
            f"{t_ex / t_ff:.2f}x the time of ffmpeg -f null ({t_ff:.2f} s)" if t_ff else "ffmpeg not installed")
 
-    from pipeline.audio.separate import VocalSeparator
+    from mikupal.audio.separate import VocalSeparator
 
     build_tiny_mdx(work / "models" / "audio-separator")
     sep = VocalSeparator(TINY_MDX, work / "models" / "audio-separator")
@@ -83,14 +83,14 @@ def run(work: Path, args) -> None:
     sep.close()
     report("separate (tiny MDX, onnxruntime)", t_sep, dur, f"model load {t_load:.1f} s not counted")
 
-    from pipeline.audio import vad as V
+    from mikupal.audio import vad as V
 
     wav16 = tracks["a"].path
     for engine in ("webrtc", "silero"):
         t_vad, (regions, _) = timed(V.detect, wav16, V.VadParams(engine=engine))
         report(f"vad ({engine})", t_vad, dur, f"{len(regions)} regions")
 
-    from pipeline.audio.asr import WhisperTranscriber
+    from mikupal.audio.asr import WhisperTranscriber
 
     model = build_tiny_whisper(work / "whisper")
     cut = work / "asr16k.wav"

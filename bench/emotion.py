@@ -28,9 +28,9 @@ def throughput(latency: float, levels: list[int], items_per_level) -> list[tuple
     from emotion_fixtures import API_KEY, project_with_segments, set_cfg  # tests helpers
     from gemini_server import GeminiServer
 
-    from pipeline.demo import make_demo_clip
-    from pipeline.emotion.stage import EmotionStage
-    from pipeline.project import Project
+    from mikupal.demo import make_demo_clip
+    from mikupal.emotion.stage import EmotionStage
+    from mikupal.project import Project
 
     tmp = Path(tempfile.mkdtemp(prefix="mikupal-bench-"))
     clip = make_demo_clip(tmp / "demo.mp4", lines=("Honestly, I am so tired of waiting here every single day.",))
@@ -63,9 +63,9 @@ def throughput(latency: float, levels: list[int], items_per_level) -> list[tuple
 
 
 def cost_table(latency_note: str = "") -> None:
-    from pipeline import config
-    from pipeline.emotion.backends.base import AUDIO_TOKENS_PER_S, FRAME_TOKENS
-    from pipeline.emotion.prompt import build_prompt
+    from mikupal import config
+    from mikupal.emotion.backends.base import AUDIO_TOKENS_PER_S, FRAME_TOKENS
+    from mikupal.emotion.prompt import build_prompt
 
     cfg = config.defaults()
     e = cfg["emotion"]

@@ -20,11 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import store  # noqa: E402
-from pipeline.export import ExportFilters, export_dataset  # noqa: E402
-from pipeline.ingest import add_videos  # noqa: E402
-from pipeline.media import extract_audio  # noqa: E402
-from pipeline.project import Project  # noqa: E402
+from mikupal import store  # noqa: E402
+from mikupal.export import ExportFilters, export_dataset  # noqa: E402
+from mikupal.ingest import add_videos  # noqa: E402
+from mikupal.media import extract_audio  # noqa: E402
+from mikupal.project import Project  # noqa: E402
 
 
 def make_source(path: Path, seconds: float, rate: int = 48000) -> None:

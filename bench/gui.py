@@ -62,7 +62,7 @@ def next_item_latency(app, ws, n: int, prefetch: bool = True) -> list[float]:
 
 
 def radar_redraw_ms(app, radar, n: int = 100) -> list[float]:
-    from pipeline.taxonomy import load_label_set
+    from mikupal.taxonomy import load_label_set
     names = load_label_set("cowen26").names
     rng = np.random.default_rng(0)
     out = []

@@ -4,7 +4,7 @@
 
 Baselines (same data, same process): statsmodels' fleiss_kappa on the aggregated table, the
 `krippendorff` package's alpha, scikit-learn's f1_score. A ratio below 1 means
-pipeline.metrics is faster; the values must agree (printed alongside).
+mikupal.metrics is faster; the values must agree (printed alongside).
 Also: `evaluate.score_system` time per 1,000 items on a synthetic MELD-sized set.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> None:
     from sklearn.metrics import f1_score
     from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
-    from pipeline import metrics
+    from mikupal import metrics
 
     rng = np.random.default_rng(0)
     n, r = args.units, args.raters

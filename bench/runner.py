@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import store  # noqa: E402
-from pipeline.project import Project  # noqa: E402
-from pipeline.runner import Runner  # noqa: E402
-from pipeline.stage import Stage  # noqa: E402
+from mikupal import store  # noqa: E402
+from mikupal.project import Project  # noqa: E402
+from mikupal.runner import Runner  # noqa: E402
+from mikupal.stage import Stage  # noqa: E402
 
 
 class _Noop(Stage):
@@ -140,7 +140,7 @@ def scaling(tmp: Path, n_items: int, workers: int) -> None:
 
 
 def end_to_end(tmp: Path) -> None:
-    from pipeline.demo_project import build_demo_project
+    from mikupal.demo_project import build_demo_project
 
     p = build_demo_project(tmp / "demo", on_line=lambda s: None)
     db = p.db()

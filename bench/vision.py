@@ -45,7 +45,7 @@ def timed(fn, *a, **kw) -> tuple[float, object]:
 
 
 def decode(path: Path, width: int, n: int):
-    from pipeline.vision.frames import iter_frames
+    from mikupal.vision.frames import iter_frames
 
     frames = []
     for f in iter_frames(path, [(0.0, n / FPS + 1)], FPS, width=width, fmt="rgb24"):
@@ -56,7 +56,7 @@ def decode(path: Path, width: int, n: int):
 
 
 def detectors(models: Path | None):
-    from pipeline.vision import faces as F
+    from mikupal.vision import faces as F
 
     out = {"haar": F.HaarDetector()}
     uf = models / "ultraface" if models else None
@@ -81,7 +81,7 @@ def s3fd_forward_fps(frames, batch: int = 4) -> float:
 
 
 def bench_detectors(clips: dict[str, Path], n: int, models: Path | None) -> None:
-    from pipeline.vision import faces as F
+    from mikupal.vision import faces as F
 
     dets = detectors(models)
     print(f"\n1. Face detection, {n} frames per row (x = multiple of real time at {FPS:.0f} fps)")
@@ -103,7 +103,7 @@ def bench_detectors(clips: dict[str, Path], n: int, models: Path | None) -> None
             det = dets[name]
 
             def loop():
-                from pipeline.vision.frames import iter_frames
+                from mikupal.vision.frames import iter_frames
 
                 count, prev = 0, None
                 for f in iter_frames(path, [(0.0, n / FPS + 1)], FPS, width=640, fmt="rgb24"):
@@ -122,7 +122,7 @@ def bench_detectors(clips: dict[str, Path], n: int, models: Path | None) -> None
 
 
 def bench_tracker() -> None:
-    from pipeline.vision.faces import track_faces
+    from mikupal.vision.faces import track_faces
 
     rng = np.random.default_rng(0)
     n = int(600 * FPS)
@@ -144,7 +144,7 @@ def bench_tracker() -> None:
 def bench_asd(models: Path | None, seconds: float = 8.0) -> None:
     import torch
 
-    from pipeline.vision import asd as A
+    from mikupal.vision import asd as A
 
     w = models / "light-asd" / "finetuning_TalkSet.model" if models else None
     if w and w.is_file():
@@ -175,7 +175,7 @@ def main() -> None:
     args = ap.parse_args()
     models = args.models if args.models.is_dir() else None
 
-    from pipeline.demo import make_demo_clip
+    from mikupal.demo import make_demo_clip
 
     tmp = Path(tempfile.mkdtemp(prefix="mikupal-bench-vision-"))
     line = ("Honestly, I am so tired of waiting here every single day.",)

@@ -8,10 +8,11 @@ from pathlib import Path
 from PySide6.QtCore import QCoreApplication, QSettings
 from PySide6.QtWidgets import QApplication
 
+from mikupal.resources import path as resource_path
+
 ORG = "MIKU-PAL"
 APP = "MIKU-PAL"
-# Same layout as pipeline/taxonomy.py's data (the PyInstaller spec ships resources/ beside it).
-ICON = Path(__file__).resolve().parent.parent / "resources" / "icons" / "mikupal-256.png"
+ICON = resource_path("icons", "mikupal-256.png")
 
 
 def make_app(argv: list[str] | None = None) -> QApplication:

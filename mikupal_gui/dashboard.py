@@ -1,8 +1,8 @@
 """The dashboard: how good the labels are (rationality, agreement) and what the runs cost.
 
 Numbers come from the same functions as `mikupal review-stats` and `mikupal status`
-(pipeline.review_stats, pipeline.status), computed on a background thread; the emotion map
-(t-SNE of the intensity vectors) comes from pipeline.emotion_map and is interactive: hover
+(mikupal.review_stats, mikupal.status), computed on a background thread; the emotion map
+(t-SNE of the intensity vectors) comes from mikupal.emotion_map and is interactive: hover
 shows the utterance, a click opens it in review.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _parse_ts(text: str | None) -> datetime | None:
 
 def run_table(db) -> list[dict]:
     """Per run: duration, answers stored, cost and throughput (answers per minute)."""
-    from pipeline import store
+    from mikupal import store
 
     rows = store.rows(db, """
         SELECT r.id, r.started_at, r.finished_at, r.status, r.stages,
@@ -66,9 +66,9 @@ def run_table(db) -> list[dict]:
 
 def compute_dashboard(db_path: str | Path) -> dict:
     """Everything the dashboard shows except the map (the slow part)."""
-    from pipeline import review_stats, store
-    from pipeline.config import load
-    from pipeline.status import project_status
+    from mikupal import review_stats, store
+    from mikupal.config import load
+    from mikupal.status import project_status
 
     db = store.connect(db_path, migrate=False)
     try:
@@ -83,8 +83,8 @@ def compute_dashboard(db_path: str | Path) -> dict:
 
 
 def compute_map(db_path: str | Path) -> list:
-    from pipeline import store
-    from pipeline.emotion_map import emotion_map_points
+    from mikupal import store
+    from mikupal.emotion_map import emotion_map_points
 
     db = store.connect(db_path, migrate=False)
     try:

@@ -6,8 +6,8 @@ import html
 from PySide6.QtWidgets import QLabel, QTextBrowser, QVBoxLayout, QWidget
 from PySide6.QtCore import Qt
 
-from pipeline.review import ReviewItem
-from pipeline.taxonomy import TaxonomyError, load_label_set
+from mikupal.review import ReviewItem
+from mikupal.taxonomy import TaxonomyError, load_label_set
 
 _VERDICT_COLORS = {"accept": "#4caf50", "reject": "#e53935", "skip": "#9e9e9e"}
 

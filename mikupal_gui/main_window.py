@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QTableView, QTabWidget, QVBoxLayout, QWidget,
 )
 
-from pipeline.project import Project
+from mikupal.project import Project
 
 from . import models
 from .dashboard import Dashboard
@@ -246,7 +246,7 @@ class MainWindow(QMainWindow):
     # ---- project ----------------------------------------------------------------------
     def open_project(self, root: str | Path) -> bool:
         """Open a project folder; False (with a message box) when it is not one."""
-        from pipeline.project import ProjectError
+        from mikupal.project import ProjectError
 
         try:
             project = Project.open(root)
@@ -365,7 +365,7 @@ class MainWindow(QMainWindow):
                                                 "Videos (*.mp4 *.mkv *.mov *.avi *.webm *.m4v);;All files (*)")
         if not files:
             return
-        from pipeline.ingest import add_videos
+        from mikupal.ingest import add_videos
         from .workers import TaskThread
 
         root = self.project.root
@@ -561,7 +561,7 @@ class MainWindow(QMainWindow):
         return dlg
 
     def _about(self) -> None:
-        from pipeline import __version__
+        from mikupal import __version__
 
         QMessageBox.about(self, "About MIKU-PAL",
                           f"<b>MIKU-PAL</b> {__version__}<br>Emotion-labelled speech from unlabeled video, "

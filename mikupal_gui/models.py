@@ -17,8 +17,8 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
-from pipeline import store
-from pipeline.stage import STAGE_ORDER
+from mikupal import store
+from mikupal.stage import STAGE_ORDER
 
 VERDICT_CHOICES = ("accept", "reject", "skip", "unreviewed")
 VERDICT_COLOURS = {"accept": QColor("#1b7f3b"), "reject": QColor("#b3261e"), "skip": QColor("#7a6a00")}

@@ -9,7 +9,7 @@ from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QFont, QPainterPath, QPolygonF
 from PySide6.QtWidgets import QGraphicsPathItem
 
-from pipeline.taxonomy import TaxonomyError, load_label_set
+from mikupal.taxonomy import TaxonomyError, load_label_set
 
 RINGS = (0.25, 0.5, 0.75, 1.0)
 

@@ -3,7 +3,7 @@
 Keys: Space play/pause · A accept · R reject · S skip · U undo · Left/Right previous/next ·
 L loop · [ ] slower/faster · , . frame back/forward · C correct the label (then R).
 
-Each verdict is written at once in its own transaction (pipeline.review); the next item's
+Each verdict is written at once in its own transaction (mikupal.review); the next item's
 data, waveform and first frame are prefetched on a worker thread with its own database
 connection, so moving on never waits for the disk or for VLC.
 """
@@ -21,9 +21,9 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSplitter,
                                QVBoxLayout, QWidget)
 
-from pipeline import review as rv
-from pipeline import store
-from pipeline.taxonomy import TaxonomyError, load_label_set
+from mikupal import review as rv
+from mikupal import store
+from mikupal.taxonomy import TaxonomyError, load_label_set
 
 from .label_panel import LabelPanel
 from .player import Player, decode_size, poster

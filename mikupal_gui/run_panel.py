@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (
     QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from pipeline.stage import STAGE_ORDER
+from mikupal.stage import STAGE_ORDER
 
 from . import keys
 from .workers import RunRequest, RunThread
@@ -241,7 +241,7 @@ class RunPanel(QWidget):
     def load_errors(self, limit: int = 500) -> None:
         if self.project_root is None:
             return
-        from pipeline import store
+        from mikupal import store
 
         db = store.connect(self.project_root / "project.db", migrate=False)
         try:
@@ -352,7 +352,7 @@ class RunPanel(QWidget):
             if kind == "stage_finished":
                 self.stageFinished.emit(ev.stage)
         elif kind == "item_error":
-            from pipeline.store import now
+            from mikupal.store import now
 
             self._add_error(ev.stage, ev.video_id, ev.segment_id, ev.message, now())
         elif kind == "run_finished":

@@ -69,7 +69,7 @@ def _review_some(app, win, raters: list[str], per_rater: int) -> int:
 def take(out: Path, project_dir: Path | None = None, raters: int = 2, per_rater: int = 4) -> list[Path]:
     from PySide6.QtCore import QSettings, Qt
 
-    from pipeline.demo_project import build_demo_project
+    from mikupal.demo_project import build_demo_project
 
     from .app import make_app
 

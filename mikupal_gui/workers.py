@@ -43,13 +43,13 @@ class RunRequest:
 
 
 class RunThread(QThread):
-    """Runs `pipeline.runner.Runner` in a QThread and re-emits its events as signals.
+    """Runs `mikupal.runner.Runner` in a QThread and re-emits its events as signals.
 
     runFinished/runFailed are emitted on the GUI thread once the thread has ended, so a
     receiver may drop the thread object straight away."""
 
-    event = Signal(object)        # pipeline.events.ProgressEvent (queued to the GUI thread)
-    runFinished = Signal(object)  # pipeline.events.RunSummary, or None when the run could not start
+    event = Signal(object)        # mikupal.events.ProgressEvent (queued to the GUI thread)
+    runFinished = Signal(object)  # mikupal.events.RunSummary, or None when the run could not start
     runFailed = Signal(str)       # one line: why the run could not start or crashed
 
     def __init__(self, request: RunRequest, parent=None):
@@ -69,8 +69,8 @@ class RunThread(QThread):
 
     def run(self) -> None:  # QThread entry point (worker thread)
         try:
-            from pipeline.project import Project
-            from pipeline.runner import Runner
+            from mikupal.project import Project
+            from mikupal.runner import Runner
 
             keys.export_to_environment()
             project = Project.open(self.request.project_root, self.request.overrides())
@@ -86,7 +86,7 @@ class RunThread(QThread):
                 self._runner.cancel()
             self.summary = self._runner.run()
         except Exception as e:  # noqa: BLE001 - shown to the user as one line, never a traceback
-            from pipeline.events import one_line
+            from mikupal.events import one_line
 
             self.error = one_line(e) or type(e).__name__
 
@@ -131,7 +131,7 @@ class TaskThread(QThread):
         except TaskThread.Cancelled:
             self.error = "cancelled"
         except Exception as e:  # noqa: BLE001
-            from pipeline.events import one_line
+            from mikupal.events import one_line
 
             msg = str(e) or type(e).__name__
             if not isinstance(e, (ValueError, OSError, RuntimeError)):

@@ -1,5 +1,5 @@
 """Entry point frozen by PyInstaller: the same `mikupal` CLI (bare = the desktop app)."""
-from pipeline.cli import main
+from mikupal_gui.launcher import main
 
 if __name__ == "__main__":
     main()

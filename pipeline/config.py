@@ -181,7 +181,7 @@ def template() -> str:
 def markdown_reference() -> str:
     """The README's configuration reference (tests keep the README in step with SPEC).
 
-    Regenerate with: python -m pipeline.config --markdown
+    Regenerate with: python -m mikupal.config --markdown
     """
     out: list[str] = []
     section = None

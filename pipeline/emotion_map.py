@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
-import typer
 
 from . import store, taxonomy
 
@@ -146,26 +145,3 @@ def render_emotion_map(points: list[MapPoint], path: str | Path, label_set: str 
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def map_command(
-    project: Path = typer.Argument(..., help="Project folder."),
-    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default PROJECT/emotion_map.png)."),
-    label_set: Optional[str] = typer.Option(None, "--label-set", help="Which answers to map (default: the most used label set)."),
-    run_index: int = typer.Option(0, "--run", help="Which run's answers (annotations.run_index)."),
-    seed: int = typer.Option(0, "--seed", help="t-SNE random seed."),
-):
-    """The emotion map: t-SNE of intensity vectors, colours blended by intensity (paper Fig. 3)."""
-    from .cli import fail, open_project
-
-    p = open_project(project)
-    try:
-        pts = emotion_map_points(p.db(), label_set, run_index, seed=seed)
-        name = _pick_label_set(p.db(), label_set)
-    except taxonomy.TaxonomyError as e:
-        raise fail(str(e))
-    if not pts:
-        raise fail(f"{project}: no emotion answers to map" + (f" for label set {label_set!r}" if label_set else "")
-                   + "; run the emotion stage first (mikupal run PROJECT)")
-    dest = render_emotion_map(pts, out or p.root / "emotion_map.png", name)
-    typer.echo(f"wrote {dest} ({len(pts)} points)")

@@ -3,7 +3,7 @@
 Flow: read the dataset's label file -> reference items (id, gold label in the chosen label
 set, where the utterance lives) -> match each to one of the project's videos by file stem
 and to the segment that covers it -> map every annotation's primary emotion into the
-dataset's label set (pipeline.taxonomy mappings) -> metrics per system (backend, model,
+dataset's label set (mikupal.taxonomy mappings) -> metrics per system (backend, model,
 label set, prompt), plus agreement across the N runs and, for IEMOCAP, the human
 evaluators' own accuracy and agreement as the reference point.
 
@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Iterable, List, Optional
 
 import numpy as np
-import typer
 
 from . import metrics, store, taxonomy
 
@@ -561,81 +560,3 @@ def evaluate(db, dataset: str, labels_path: str | Path, label_set: str | None = 
 
 
 # ---- CLI -------------------------------------------------------------------------------------
-
-def _pct(v) -> str:
-    return "—" if v is None else f"{100 * v:.1f}"
-
-
-def _num(v, fmt: str = ".3f") -> str:
-    return "—" if v is None else format(v, fmt)
-
-
-def print_result(result: dict, console=None) -> None:
-    """The readable summary: one row per system, then per-class recall of each."""
-    from rich.console import Console
-    from rich.table import Table
-
-    con = console or Console()
-    refs, mt = result["references"], result["matching"]
-    con.print(f"[bold]{result['dataset']}[/bold] ({result['label_set']}): {refs['total']} references, "
-              f"{refs['in_label_set']} in the label set, {mt['matched']} matched to annotated segments "
-              f"({mt['no_video']} without a video, {mt['no_annotated_segment']} without an annotated segment)")
-    if mt.get("ambiguous_video_stems"):
-        con.print(f"[yellow]{mt['ambiguous_video_stems']} clip names belong to more than one video (e.g. "
-                  f"{', '.join(mt['examples_ambiguous'][:3])}); the first added is used: pass --videos-under FOLDER[/yellow]",
-                  highlight=False)
-    if not result["systems"]:
-        con.print("no annotations to score: run the emotion stage on the matched videos first")
-    t = Table("backend", "model", "labels", "n", "runs", "acc %", "UA %", "wF1 %", "mF1 %",
-              "acc % w/o " + "+".join(result["systems"][0]["excluding"]["labels"] if result["systems"] else []),
-              "κ runs", "runs agree %", title="Accuracy against the dataset labels")
-    for s in result["systems"]:
-        m, x = s["metrics"], s["excluding"]["metrics"]
-        t.add_row(s["backend"], s["model"], Path(s["label_set"]).stem, str(s["items"]), str(s["runs"]),
-                  _pct(m["accuracy"]), _pct(m["balanced_accuracy"]), _pct(m["f1_weighted"]), _pct(m["f1_macro"]),
-                  _pct(x["accuracy"]), _num(s["fleiss_kappa_runs"]), _pct(s["all_runs_agree"]))
-    con.print(t)
-    for s in result["systems"]:
-        rec = s["metrics"]["per_class_recall"]
-        if rec:
-            con.print(f"recall ({s['model']}): " + ", ".join(f"{k} {_pct(v)}%" for k, v in rec.items()))
-        for msg in s["mapping_errors"]:
-            con.print(f"[yellow]unmapped answers: {msg}[/yellow]", highlight=False)
-    h = result.get("human")
-    if h:
-        con.print(f"human evaluators vs consensus: accuracy {_pct(h['accuracy'])}%, UA {_pct(h['balanced_accuracy'])}%, "
-                  f"Fleiss κ {_num(h['fleiss_kappa'])} over {h['kappa_utterances']} utterances")
-    for p in result["problems"][:10]:
-        con.print(f"[yellow]{p}[/yellow]", highlight=False)
-
-
-def eval_command(
-    project: Path = typer.Argument(..., help="Project folder."),
-    dataset: str = typer.Option(..., "--dataset", help="meld or iemocap."),
-    labels: Path = typer.Option(..., "--labels", help="MELD *_sent_emo.csv, or an IEMOCAP EmoEvaluation file or folder."),
-    label_set: Optional[str] = typer.Option(None, "--label-set", help="meld7 (MELD default), iemocap4 (IEMOCAP default), iemocap9, or a label set file."),
-    exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Classes left out of the variant table (repeat or comma-separate; default frustration,neutral)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default PROJECT/eval/DATASET-LABELSET)."),
-    videos_under: Optional[Path] = typer.Option(None, "--videos-under", help="Match only the project's videos below this folder (e.g. MELD's test split)."),
-    neutral_below: Optional[float] = typer.Option(None, "--neutral-below", help="Answers whose strongest intensity is below this map to neutral (default: the mapping's own threshold; 0 turns it off)."),
-    as_json: bool = typer.Option(False, "--json", help="Print eval.json instead of the table."),
-):
-    """Accuracy, UA, F1, confusion and run-to-run kappa against MELD or IEMOCAP labels."""
-    from .cli import fail, open_project
-
-    if dataset not in DATASETS:
-        raise fail(f"--dataset {dataset!r}: unknown dataset; use one of: {', '.join(DATASETS)}")
-    p = open_project(project)
-    excl = [x.strip() for e in (exclude or list(DEFAULT_EXCLUDE)) for x in e.split(",") if x.strip()]
-    out_dir = out or p.root / "eval" / f"{dataset}-{Path(label_set or DEFAULT_LABEL_SET[dataset]).stem}"
-    try:
-        result = evaluate(p.db(), dataset, labels, label_set, excl, out_dir, neutral_below, videos_under)
-    except EvalError as e:
-        raise fail(str(e))
-    if as_json:
-        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
-        return
-    print_result(result)
-    from rich.console import Console
-
-    Console().print(f"wrote {out_dir / 'eval.json'}", highlight=False)

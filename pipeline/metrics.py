@@ -2,7 +2,7 @@
 
 Usable from a notebook::
 
-    from pipeline import metrics
+    from mikupal import metrics
     metrics.accuracy(y_true, y_pred)
     metrics.fleiss_kappa_labels([run0_labels, run1_labels, run2_labels])
     metrics.krippendorff_alpha([[1, 2, None], [1, 3, 3]], level="interval")

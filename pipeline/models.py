@@ -28,7 +28,7 @@ UVR = "https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_mod
 
 # audio-separator resolves a separation model through three JSON files beside the weights:
 # the model list and the parameters keyed by the weights' MD5. They change upstream, so they
-# are not pinned. pipeline.audio.separate imports these (this module stays cheap to import).
+# are not pinned. mikupal.audio.separate imports these (this module stays cheap to import).
 SEPARATOR_SUBDIR = "audio-separator"
 _UVR_DATA = "https://raw.githubusercontent.com/TRvlvr/application_data/main"
 SEPARATOR_METADATA_URLS = {

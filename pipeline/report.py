@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import typer
 
 from . import __version__, store, taxonomy
 from .review_stats import review_stats
@@ -340,23 +339,3 @@ def build_report(project, include_map: bool = True) -> str:
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>MIKU-PAL report: {_e(name)}</title><style>{CSS}</style></head><body>"
             + "".join(body) + "</body></html>")
-
-
-def report_command(
-    project: Path = typer.Argument(..., help="Project folder."),
-    out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default PROJECT/report.html)."),
-    no_map: bool = typer.Option(False, "--no-map", help="Leave out the emotion map (t-SNE takes a while on big projects)."),
-):
-    """One self-contained HTML report: retention, cost, throughput, review, evaluation, emotion map."""
-    from .cli import fail, open_project
-
-    p = open_project(project)
-    dest = out or p.root / "report.html"
-    if dest.exists() and dest.is_dir():
-        raise fail(f"--out {dest} is a folder; give a file name such as {dest / 'report.html'}")
-    text = build_report(p, include_map=not no_map)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(dest)
-    typer.echo(f"wrote {dest} ({len(text) // 1024} KiB)")

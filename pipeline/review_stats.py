@@ -19,7 +19,6 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import typer
 
 from . import metrics, store
 
@@ -127,59 +126,3 @@ def review_stats(db) -> dict:
 
 
 # ---- CLI -------------------------------------------------------------------------------------
-
-def _pct(v) -> str:
-    return "—" if v is None else f"{100 * v:.1f}%"
-
-
-def _num(v) -> str:
-    return "—" if v is None else f"{v:.3f}"
-
-
-def _ci(p: dict) -> str:
-    return "—" if p["ci_low"] is None else f"{100 * p['ci_low']:.1f}–{100 * p['ci_high']:.1f}%"
-
-
-def print_stats(st: dict, console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    con = console or Console()
-    rat = st["rationality"]
-    o = rat["overall"]
-    con.print(f"[bold]Rationality[/bold] {_pct(o['score'])} (95% CI {_ci(o)}): {o['accepted']} accepted of "
-              f"{o['reviewed']} reviewed, {o['skipped']} skipped")
-    for title, key in (("per emotion", "per_emotion"), ("per rater", "per_rater")):
-        if rat[key]:
-            t = Table(title.split()[1], "accepted", "reviewed", "skipped", "rationality", "95% CI", title=f"Rationality {title}")
-            for name, p in rat[key].items():
-                t.add_row(name, str(p["accepted"]), str(p["reviewed"]), str(p["skipped"]), _pct(p["score"]), _ci(p))
-            con.print(t)
-    a = st["agreement"]
-    con.print(f"[bold]Agreement[/bold] between {a['raters']} raters on {a['items_with_two_or_more_verdicts']} items with "
-              f"two or more verdicts: Fleiss κ {_num(a['fleiss_kappa_verdicts'])}, Krippendorff α (verdicts) "
-              f"{_num(a['krippendorff_alpha_verdicts'])}, α (final labels) {_num(a['krippendorff_alpha_labels'])}")
-    ir = st["intensity_agreement_raters"]
-    if ir:
-        con.print(f"raters' corrected intensities: α interval {_num(ir['krippendorff_alpha_interval'])} over {ir['units']} values")
-    for s in st["intensity_agreement_runs"]["systems"]:
-        con.print(f"model runs ({s['model']}, {s['runs']} runs): intensity α interval {_num(s['krippendorff_alpha_interval'])}"
-                  f" over {s['units']} values", highlight=False)
-
-
-def review_stats_command(
-    project: Path = typer.Argument(..., help="Project folder."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-):
-    """Rationality score (Wilson 95% CI) per emotion and rater; kappa and alpha between raters."""
-    from .cli import open_project
-
-    p = open_project(project)
-    st = review_stats(p.db())
-    if as_json:
-        typer.echo(json.dumps(st, indent=2, ensure_ascii=False))
-        return
-    if not st["reviews"]:
-        typer.echo("no reviews yet: review labels in the app (mikupal gui) first")
-        return
-    print_stats(st)

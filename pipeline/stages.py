@@ -17,13 +17,13 @@ __all__ = ["STAGE_ORDER", "STAGE_MODULES", "DEVICE_STAGES", "UnknownStageError",
 
 # Where each stage lives; the class is the Stage subclass in that module whose `name` matches.
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
-    "separate": ("pipeline.audio.separate", "pipeline.audio.stages"),
-    "vad": ("pipeline.audio.vad", "pipeline.audio.stages"),
-    "asr": ("pipeline.audio.asr", "pipeline.audio.stages"),
-    "segments": ("pipeline.segments", "pipeline.audio.stages"),
-    "faces": ("pipeline.vision.faces", "pipeline.vision.stages"),
-    "asd": ("pipeline.vision.asd", "pipeline.vision.stages"),
-    "emotion": ("pipeline.emotion.stage", "pipeline.emotion.annotate", "pipeline.emotion.stages", "pipeline.emotion"),
+    "separate": ("mikupal.audio.separate", "mikupal.audio.stages"),
+    "vad": ("mikupal.audio.vad", "mikupal.audio.stages"),
+    "asr": ("mikupal.audio.asr", "mikupal.audio.stages"),
+    "segments": ("mikupal.segments", "mikupal.audio.stages"),
+    "faces": ("mikupal.vision.faces", "mikupal.vision.stages"),
+    "asd": ("mikupal.vision.asd", "mikupal.vision.stages"),
+    "emotion": ("mikupal.emotion.stage", "mikupal.emotion.annotate", "mikupal.emotion.stages", "mikupal.emotion"),
 }
 
 # Stages that run a model on an accelerator: with `--devices cuda:0,cuda:1` they get one

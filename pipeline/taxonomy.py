@@ -27,7 +27,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
-TAXONOMY_DIR = Path(__file__).resolve().parent.parent / "resources" / "taxonomy"
+from .resources import path as resource_path
+
+TAXONOMY_DIR = resource_path("taxonomy")
 DEFAULT_LABEL_SET = "cowen26"
 _HEX = re.compile(r"^#[0-9A-Fa-f]{6}$")
 

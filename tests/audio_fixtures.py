@@ -253,7 +253,7 @@ def audio_project(project, audio_models_dir, monkeypatch):
 
 
 def add_video(project, path: Path) -> int:
-    from pipeline.ingest import add_videos
+    from mikupal.ingest import add_videos
 
     db = project.db()
     try:
@@ -269,7 +269,7 @@ AUDIO_STAGES = ("separate", "vad", "asr", "segments")
 
 def run_stages(project, names=AUDIO_STAGES) -> dict:
     """Run stages through the project's real Runner; {stage: {"done": ok, "failed": n}}."""
-    from pipeline.runner import Runner
+    from mikupal.runner import Runner
 
     summary = Runner(project, list(names), devices="cpu").run()
     assert summary.status == "finished", summary.message

@@ -33,14 +33,14 @@ def shared_models() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_clip(tmp_path_factory):
-    from pipeline.demo import make_demo_clip
+    from mikupal.demo import make_demo_clip
 
     return make_demo_clip(tmp_path_factory.mktemp("demo") / "demo.mp4", speaker="left")
 
 
 @pytest.fixture()
 def project(tmp_path, monkeypatch):
-    from pipeline.project import Project
+    from mikupal.project import Project
 
     monkeypatch.setenv("MIKUPAL_MODELS_DIR", str(tmp_path / "models"))
     return Project.create(tmp_path / "proj")

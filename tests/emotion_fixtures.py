@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import store
-from pipeline.ingest import add_videos
-from pipeline.project import Project
+from mikupal import store
+from mikupal.ingest import add_videos
+from mikupal.project import Project
 
 API_KEY = "AIzaSy-TEST-KEY-must-never-leak-0123456789"
 
@@ -45,8 +45,8 @@ def run_emotion(project: Project, threads: int = 1):
     """Driver loop: pending -> prepare -> process (optionally from threads) -> commit."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from pipeline.emotion.stage import EmotionStage
-    from pipeline.stage import StageError
+    from mikupal.emotion.stage import EmotionStage
+    from mikupal.stage import StageError
 
     stage = EmotionStage(project)
     db = project.db()

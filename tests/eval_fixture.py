@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from pipeline import store
+from mikupal import store
 
 
 def add_video(db, path: str, duration_s: float = 10.0) -> int:

@@ -1,5 +1,5 @@
 """A small real project for the export tests: four short videos made with PyAV, segments,
-annotations with intensities and reviews by three raters, all written through pipeline.store.
+annotations with intensities and reviews by three raters, all written through mikupal.store.
 
 Each second s of every video carries its own tone (mix: 300 + 150 s Hz; separated vocals:
 2000 + 150 s Hz), so a test can tell from an exported clip's pitch which second it was cut
@@ -15,10 +15,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipeline import store
-from pipeline.ingest import add_videos
-from pipeline.project import Project
-from pipeline.taxonomy import load_label_set
+from mikupal import store
+from mikupal.ingest import add_videos
+from mikupal.project import Project
+from mikupal.taxonomy import load_label_set
 
 N_VIDEOS = 4
 SECONDS = 4

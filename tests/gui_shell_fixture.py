@@ -9,8 +9,8 @@ import json
 import random
 from pathlib import Path
 
-from pipeline import store
-from pipeline.project import Project
+from mikupal import store
+from mikupal.project import Project
 
 EMOTIONS = ("Joy", "Anger", "Sadness", "Fear", "Surprise", "Calmness", "Interest", "Confusion")
 STATUSES = ("ok", "ok", "ok", "no_face", "low_asd", "multi_speaker")

@@ -14,8 +14,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipeline import store
-from pipeline.taxonomy import load_label_set
+from mikupal import store
+from mikupal.taxonomy import load_label_set
 
 W, H, FPS = 320, 240, 25
 SPEED_PX = 2                   # red box moves this many pixels per frame

@@ -12,8 +12,8 @@ import json
 import os
 import time
 
-from pipeline import media, store
-from pipeline.stage import Stage, StageError
+from mikupal import media, store
+from mikupal.stage import Stage, StageError
 
 
 def _sleep_s(name: str) -> float:
@@ -130,7 +130,7 @@ class BrokenLoadStage(NoopStage):
     name = "broken"
 
     def load(self):
-        from pipeline.stage import ModelMissingError
+        from mikupal.stage import ModelMissingError
 
         raise ModelMissingError("broken.onnx is missing; put it in the models dir")
 

@@ -9,11 +9,11 @@ import soundfile as sf
 
 from audio_fixtures import (run_stages, add_video, audio_models_dir, audio_project, speech_scene, tiny_whisper,  # noqa: F401
                             write_video)
-from pipeline import store
-from pipeline.audio.asr import (Guards, WhisperTranscriber, clips_from_regions, compression_ratio,
+from mikupal import store
+from mikupal.audio.asr import (Guards, WhisperTranscriber, clips_from_regions, compression_ratio,
                                 max_ngram_repeats, resolve_model)
 
-from pipeline.stage import ModelMissingError
+from mikupal.stage import ModelMissingError
 
 
 @pytest.fixture(scope="module")

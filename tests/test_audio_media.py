@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from audio_fixtures import write_video
-from pipeline.media import MediaError, extract_audio
+from mikupal.media import MediaError, extract_audio
 
 
 def _tone(freq: float, seconds: float, rate: int) -> np.ndarray:
@@ -92,7 +92,7 @@ def test_video_without_audio_names_the_file(tmp_path):
 
 def test_no_audio_stream_fails_the_separate_stage_for_that_video(project, tmp_path):
     """A video row without audio (e.g. its file was replaced) -> StageError naming the file, recorded per item."""
-    from pipeline import store
+    from mikupal import store
     from audio_fixtures import run_stages
 
     path = tmp_path / "mute.mkv"
@@ -120,7 +120,7 @@ def test_no_audio_stream_fails_the_separate_stage_for_that_video(project, tmp_pa
 
 _RSS_SCRIPT = r"""
 import json, resource, sys, time
-from pipeline.media import extract_audio
+from mikupal.media import extract_audio
 t = time.perf_counter()
 out = extract_audio(sys.argv[1], {"a": (sys.argv[2] + "/a.wav", 16000, 1), "b": (sys.argv[2] + "/b.wav", 44100, 2)})
 # VmHWM is this process image's own peak. ru_maxrss would do on a fresh process, but Linux

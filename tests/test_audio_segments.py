@@ -8,11 +8,11 @@ import pytest
 
 from audio_fixtures import (run_stages, TINY_MDX, add_video, audio_models_dir, audio_project, speech_scene,  # noqa: F401
                             tiny_mdx, write_video)
-from pipeline import store
+from mikupal import store
 
-from pipeline.audio.stages import make_stage
-from pipeline.audio.vad import iou
-from pipeline.segments import build_segments, retention
+from mikupal.audio.stages import make_stage
+from mikupal.audio.vad import iou
+from mikupal.segments import build_segments, retention
 
 
 def _t(s, e, text, words=None, lang="en"):

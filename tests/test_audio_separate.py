@@ -7,10 +7,10 @@ import soundfile as sf
 
 from audio_fixtures import (run_stages, TINY_MDX, add_video, audio_models_dir, audio_project, speech_scene,  # noqa: F401
                             tiny_mdx, write_video)
-from pipeline import store
-from pipeline.audio.separate import METADATA_FILES, VocalSeparator
+from mikupal import store
+from mikupal.audio.separate import METADATA_FILES, VocalSeparator
 
-from pipeline.stage import ModelMissingError
+from mikupal.stage import ModelMissingError
 
 
 def _stereo_wav(path, x, rate=44100):
@@ -91,7 +91,7 @@ def test_separate_stage_records_snr_gain(tmp_path, audio_project, tiny_mdx):
     assert (v16.samplerate, v16.channels, v44.samplerate) == (16000, 1, 44100)
     assert abs(v16.duration - v44.duration) < 0.01 and abs(v16.duration - sf.info(info["mix16k"]).duration) < 0.01
     # done under the current key: nothing pending; a config change makes it pending again
-    from pipeline.audio.stages import make_stage
+    from mikupal.audio.stages import make_stage
 
     assert make_stage("separate", audio_project).pending(db) == []
     audio_project.config["separate"]["model"] = "none"

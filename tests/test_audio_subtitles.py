@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from audio_fixtures import run_stages, add_video, audio_models_dir, audio_project, speech_scene, write_video  # noqa: F401
-from pipeline import store
+from mikupal import store
 
-from pipeline.audio.subtitles import (SubtitleError, find_sidecar, parse_meld_csv, parse_srt, parse_time, parse_vtt,
+from mikupal.audio.subtitles import (SubtitleError, find_sidecar, parse_meld_csv, parse_srt, parse_time, parse_vtt,
                                       read_sidecar)
 
 SRT = ("\ufeff1\r\n00:00:01,000 --> 00:00:04,500\r\n<i>Hello</i> there,\r\nhow are you?\r\n\r\n"

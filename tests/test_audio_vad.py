@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 
 from audio_fixtures import speech_scene
-from pipeline.audio import vad as V
+from mikupal.audio import vad as V
 
 LINES = ["hello there how are you doing today", "the weather is lovely this afternoon",
          "please pass me the salt", "we should leave before it gets dark"]

@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-MIKUPAL = [sys.executable, "-m", "pipeline.cli"]
+MIKUPAL = [sys.executable, "-m", "mikupal.cli"]
 
 
 def run(*args, check=True):

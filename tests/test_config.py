@@ -3,8 +3,8 @@ import tomllib
 
 import pytest
 
-from pipeline import config
-from pipeline.project import Project, ProjectError
+from mikupal import config
+from mikupal.project import Project, ProjectError
 
 
 def test_template_has_every_setting_with_a_comment():

@@ -13,9 +13,9 @@ from scipy.signal import resample_poly
 sys.path.insert(0, str(Path(__file__).parent))
 from emotion_fixtures import annotations, espeak_wav, project_with_segments, run_emotion, set_cfg  # noqa: E402
 
-from pipeline.emotion.backends.baseline import analyse  # noqa: E402
-from pipeline.emotion.clips import AUDIO_RATE, _encode  # noqa: E402
-from pipeline.taxonomy import load_label_set  # noqa: E402
+from mikupal.emotion.backends.baseline import analyse  # noqa: E402
+from mikupal.emotion.clips import AUDIO_RATE, _encode  # noqa: E402
+from mikupal.taxonomy import load_label_set  # noqa: E402
 
 TEXT = "I am going to the station now and I will be back tomorrow morning"
 HIGH_AROUSAL = [c.name for c in load_label_set("cowen26").categories if c.va[1] >= 0.8]  # Anger, Excitement, Fear, ...

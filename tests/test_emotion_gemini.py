@@ -14,7 +14,7 @@ from emotion_fixtures import (API_KEY, annotations, assert_no_key, env_for_gemin
                               project_with_segments, run_emotion, set_cfg)
 from gemini_server import GeminiServer, Reply, g  # noqa: E402
 
-from pipeline.taxonomy import load_label_set  # noqa: E402
+from mikupal.taxonomy import load_label_set  # noqa: E402
 
 COWEN = load_label_set("cowen26").names
 
@@ -73,7 +73,7 @@ def test_success_stores_full_answer(gproject, server, caplog):
 
 
 def test_commit_is_idempotent(gproject, server):
-    from pipeline.emotion.stage import EmotionStage
+    from mikupal.emotion.stage import EmotionStage
 
     stage = EmotionStage(gproject)
     db = gproject.db()
@@ -225,7 +225,7 @@ def test_threads_share_one_concurrency_limit(gproject, server, demo_clip):
 def test_api_key_never_leaks(gproject, server, caplog, tmp_path):
     from gemini_server import valid_answer
 
-    from pipeline.export import export_dataset
+    from mikupal.export import export_dataset
 
     # A hostile/buggy proxy echoes the key in an error body, in invalid answers and in a valid one.
     leaky = valid_answer(COWEN, "Joy") | {"rationale": f"I was called with key {API_KEY}."}
@@ -245,8 +245,8 @@ def test_api_key_never_leaks(gproject, server, caplog, tmp_path):
 
 
 def test_missing_key_is_one_clear_line(gproject, monkeypatch):
-    from pipeline.emotion.stage import EmotionStage
-    from pipeline.stage import StageError
+    from mikupal.emotion.stage import EmotionStage
+    from mikupal.stage import StageError
 
     monkeypatch.delenv("GEMINI_API_KEY")
     with pytest.raises(StageError, match="set GEMINI_API_KEY .* or run with --backend baseline"):
@@ -254,7 +254,7 @@ def test_missing_key_is_one_clear_line(gproject, monkeypatch):
 
 
 def test_through_the_runner(gproject, server, caplog):
-    from pipeline.runner import Runner
+    from mikupal.runner import Runner
 
     set_cfg(gproject, emotion__runs=2, emotion__concurrency=4)
     server.script += [Reply(text="oops"), Reply(text="oops")]  # one item may end as an error row

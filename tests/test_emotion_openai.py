@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from emotion_fixtures import annotations, assert_no_key, errors, project_with_segments, run_emotion, set_cfg  # noqa: E402
 from openai_server import OpenAIServer, Reply  # noqa: E402
 
-from pipeline.taxonomy import load_label_set  # noqa: E402
+from mikupal.taxonomy import load_label_set  # noqa: E402
 
 KEY = "sk-local-TEST-KEY-must-never-leak-987654321"
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import av
 import pytest
 
-from pipeline.emotion.clips import ClipSpec, cut_clip, parse_bbox
-from pipeline.emotion.prompt import build_prompt
-from pipeline.emotion.ratelimit import RateLimiter, RetryPolicy, TransientError, parse_retry_after, with_retries
-from pipeline.emotion.redact import scrub
-from pipeline.emotion.schema import InvalidAnswer, json_schema, parse_answer
-from pipeline.taxonomy import load_label_set
+from mikupal.emotion.clips import ClipSpec, cut_clip, parse_bbox
+from mikupal.emotion.prompt import build_prompt
+from mikupal.emotion.ratelimit import RateLimiter, RetryPolicy, TransientError, parse_retry_after, with_retries
+from mikupal.emotion.redact import scrub
+from mikupal.emotion.schema import InvalidAnswer, json_schema, parse_answer
+from mikupal.taxonomy import load_label_set
 
 COWEN = load_label_set("cowen26")
 
@@ -41,7 +41,7 @@ def test_prompt_sha_is_content_versioned(tmp_path):
     assert a.sha == b.sha and len(a.sha) == 16
     assert build_prompt("meld7", "English").sha != a.sha
     assert build_prompt("cowen26", "Japanese").sha != a.sha
-    from pipeline.emotion import prompt as P
+    from mikupal.emotion import prompt as P
 
     for name in (P.SYSTEM_TEMPLATE, P.USER_TEMPLATE):
         (tmp_path / name).write_text((P.PROMPTS_DIR / name).read_text())
@@ -186,7 +186,7 @@ def test_scrub_masks_env_keys(monkeypatch):
 def test_audio_only_source_gives_a_wav_clip(tmp_path, demo_clip):
     import numpy as np
 
-    from pipeline.emotion.clips import AUDIO_RATE, _encode, read_audio
+    from mikupal.emotion.clips import AUDIO_RATE, _encode, read_audio
 
     src = str(tmp_path / "talk.m4a")
     t = np.arange(int(3.0 * AUDIO_RATE)) / AUDIO_RATE

@@ -2,7 +2,7 @@
 import pytest
 from eval_fixture import IEMOCAP_TXT, MELD_CSV
 
-from pipeline import evaluate, metrics, taxonomy
+from mikupal import evaluate, metrics, taxonomy
 
 
 def test_meld_csv_quoted_commas_curly_quotes_mojibake_and_missing_rows(tmp_path):

@@ -4,8 +4,8 @@ import pytest
 from eval_fixture import add_annotation, add_segment, add_video
 from typer.testing import CliRunner
 
-from pipeline import emotion_map
-from pipeline.cli import app
+from mikupal import emotion_map
+from mikupal.cli import app
 
 JOY, SAD, ANGER = "#FFD700", "#1F4E9E", "#D7191C"  # cowen26 colours
 
@@ -88,7 +88,7 @@ def test_cli_map_writes_png_and_refuses_an_empty_project(clustered, tmp_path):
     assert "36 points" in r.output
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000
-    from pipeline.project import Project
+    from mikupal.project import Project
 
     empty = Project.create(tmp_path / "empty")
     r = CliRunner().invoke(app, ["map", str(empty.root)])

@@ -5,8 +5,8 @@ import pytest
 from eval_fixture import IEMOCAP_TXT, MELD_CSV, add_annotation, add_segment, add_video, meld_project
 from typer.testing import CliRunner
 
-from pipeline import evaluate, metrics
-from pipeline.cli import app
+from mikupal import evaluate, metrics
+from mikupal.cli import app
 
 sk = pytest.importorskip("sklearn.metrics", reason="scikit-learn is a core dependency")
 inter_rater = pytest.importorskip("statsmodels.stats.inter_rater", reason="statsmodels is in the dev extra")

@@ -6,8 +6,8 @@ import pytest
 from eval_fixture import add_annotation, add_review, add_segment, add_video
 from typer.testing import CliRunner
 
-from pipeline import metrics, review_stats
-from pipeline.cli import app
+from mikupal import metrics, review_stats
+from mikupal.cli import app
 
 krippendorff = pytest.importorskip("krippendorff", reason="krippendorff is in the dev extra")
 inter_rater = pytest.importorskip("statsmodels.stats.inter_rater", reason="statsmodels is in the dev extra")

@@ -18,9 +18,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import export_fixture as fx  # noqa: E402
 
-from pipeline import store  # noqa: E402
-from pipeline.export import ExportError, ExportFilters, assign_splits, export_dataset, select  # noqa: E402
-from pipeline.export import audio as export_audio  # noqa: E402
+from mikupal import store  # noqa: E402
+from mikupal.export import ExportError, ExportFilters, assign_splits, export_dataset, select  # noqa: E402
+from mikupal.export import audio as export_audio  # noqa: E402
 
 SR = 24000
 
@@ -137,7 +137,7 @@ def test_hf_audiofolder_loads_with_datasets(proj, clips, built, tmp_path, monkey
     bare = next(sha for sha, s in expected.items() if s == "test")
     copy = tmp_path / "proj"
     shutil.copytree(proj.root, copy)
-    from pipeline.project import Project
+    from mikupal.project import Project
 
     proj = Project.open(copy)
     db = proj.db()
@@ -418,7 +418,7 @@ def test_non_empty_out_needs_force(proj, tmp_path):
 
 
 def test_names_from_video_files_are_sanitised(proj, clips, tmp_path):
-    from pipeline.export.formats import safe_name, video_folder
+    from mikupal.export.formats import safe_name, video_folder
 
     assert safe_name("../../etc/passwd") == "etc_passwd"
     assert safe_name("..") == "video" and safe_name("") == "video"
@@ -436,12 +436,12 @@ def test_a_video_without_readable_audio_is_left_out_and_recorded(built, tmp_path
     proj0, clips, _ = built
     copy = tmp_path / "proj"
     shutil.copytree(proj0.root, copy)
-    from pipeline.project import Project
+    from mikupal.project import Project
 
     proj = Project.open(copy)
     gone = clips[12].sha  # video 3 has no vocals; point it at a missing file
     moved = clips[8].sha  # video 2 also moved, but its extracted mix is still in the cache
-    from pipeline.audio.stages import audio_paths
+    from mikupal.audio.stages import audio_paths
 
     cached = audio_paths(proj, moved)["mix44k"]
     cached.parent.mkdir(parents=True)
@@ -488,7 +488,7 @@ def test_bad_options_are_one_line_errors(proj, tmp_path):
 def test_cli_export_and_usage_errors(proj, tmp_path):
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from mikupal.cli import app
 
     runner = CliRunner()
     out = tmp_path / "ds"
@@ -527,7 +527,7 @@ def test_clips_are_sample_exact_slices_of_the_source(built, tmp_path):
     proj0, clips, _ = built
     copy = tmp_path / "proj"
     shutil.copytree(proj0.root, copy)
-    from pipeline.project import Project
+    from mikupal.project import Project
 
     proj = Project.open(copy)
     ramp = (np.arange(fx.SECONDS * SR) % 20011 - 10000).astype(np.int16)  # every sample tells its index
@@ -555,7 +555,7 @@ def test_a_damaged_source_is_named_without_its_folder(built, tmp_path):
     proj0, clips, _ = built
     copy = tmp_path / "proj"
     shutil.copytree(proj0.root, copy)
-    from pipeline.project import Project
+    from mikupal.project import Project
 
     proj = Project.open(copy)
     bad = tmp_path / "secret folder" / "broken.mkv"
@@ -573,7 +573,7 @@ def test_a_damaged_source_is_named_without_its_folder(built, tmp_path):
 
 
 def test_preview_and_choices_for_the_export_dialog(proj, clips):
-    from pipeline.export import export_choices, preview_export
+    from mikupal.export import export_choices, preview_export
 
     ch = export_choices(proj)
     sets = {(s["backend"], s["model"], s["run_index"]): s["segments"] for s in ch["annotation_sets"]}

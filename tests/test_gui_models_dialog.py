@@ -15,8 +15,8 @@ import pytest
 pytest.importorskip("pytestqt", reason="pytest-qt is not installed (pip install -e .[dev])")
 from PySide6.QtCore import QSettings, QTimer  # noqa: E402
 
-from pipeline import models  # noqa: E402
-from pipeline.project import Project  # noqa: E402
+from mikupal import models  # noqa: E402
+from mikupal.project import Project  # noqa: E402
 
 from mikupal_gui.dialogs import ModelsDialog  # noqa: E402
 

@@ -20,7 +20,7 @@ from PySide6.QtGui import QColor  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 import review_fixture as rf  # noqa: E402
 
-from pipeline import review, store  # noqa: E402
+from mikupal import review, store  # noqa: E402
 
 
 @pytest.fixture(scope="module")

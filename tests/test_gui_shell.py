@@ -210,8 +210,8 @@ def test_verdict_refreshes_one_row_in_place(qtbot, small):
 # ---- run panel ---------------------------------------------------------------------------
 
 def _project_with_videos(tmp_path, n=2):
-    from pipeline.ingest import add_videos
-    from pipeline.project import Project
+    from mikupal.ingest import add_videos
+    from mikupal.project import Project
     from review_fixture import make_video
 
     proj = Project.create(tmp_path / "runproj")
@@ -257,7 +257,7 @@ def test_a_run_from_the_run_panel_reaches_100_percent_while_the_ui_ticks(qtbot, 
 
 
 def test_item_errors_are_listed_and_open_their_item(qtbot, tmp_path, monkeypatch):
-    from pipeline import store
+    from mikupal import store
     from runner_stages import LabelStage, SplitStage
 
     from mikupal_gui.run_panel import RunPanel
@@ -307,7 +307,7 @@ def test_a_run_that_cannot_start_says_why_in_one_line(qtbot, tmp_path):
 # ---- dashboard ---------------------------------------------------------------------------
 
 def test_dashboard_shows_rationality_with_intervals_and_agreement(qtbot, small):
-    from pipeline.metrics import wilson_interval
+    from mikupal.metrics import wilson_interval
 
     from mikupal_gui.dashboard import Dashboard
 
@@ -492,8 +492,9 @@ def test_mikupal_gui_opens_the_project_and_returns_the_exit_code(small, tmp_path
         "def make_app(argv=None):\n"
         "    a = make(argv); QTimer.singleShot(100, close_when_loaded); return a\n"
         "gui.make_app = make_app\n"
-        "from pipeline.cli import app\n"
-        "app(['gui', sys.argv[1]])\n"
+        "from mikupal_gui.launcher import main\n"
+        "sys.argv = ['mikupal', 'gui', sys.argv[1]]\n"
+        "main()\n"
     )
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
            "HOME": str(tmp_path / "home")}
@@ -507,7 +508,7 @@ def test_mikupal_gui_opens_the_project_and_returns_the_exit_code(small, tmp_path
 def test_pipeline_never_imports_qt():
     import subprocess
 
-    code = ("import sys, pipeline.cli, pipeline.runner, pipeline.store, pipeline.metrics; "
+    code = ("import sys, mikupal.cli, mikupal.runner, mikupal.store, mikupal.metrics; "
             "sys.exit(any(m.startswith('PySide6') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
@@ -517,8 +518,8 @@ def test_pipeline_never_imports_qt():
 def test_export_dialog_previews_then_exports_in_the_background(qtbot, tmp_path):
     import export_fixture as fx
 
-    from pipeline.export import ExportFilters
-    from pipeline.export.dataset import preview_export
+    from mikupal.export import ExportFilters
+    from mikupal.export.dataset import preview_export
 
     from mikupal_gui.dialogs import ExportDialog
 
@@ -557,8 +558,8 @@ def test_the_demo_pipeline_from_the_run_panel_reaches_100_percent(qtbot, tmp_pat
     annotator) on the synthetic demo clip, started as the Start button does."""
     import sqlite3
 
-    from pipeline.demo_project import build_demo_project
-    from pipeline.stage import STAGE_ORDER
+    from mikupal.demo_project import build_demo_project
+    from mikupal.stage import STAGE_ORDER
 
     from mikupal_gui.run_panel import RunPanel
 
@@ -623,7 +624,7 @@ def test_without_a_display_mikupal_gui_says_so_in_one_line(small, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
     env["HOME"] = str(tmp_path)
     if sys.platform.startswith("linux"):
-        r = subprocess.run([sys.executable, "-m", "pipeline.cli", "gui", str(small.root)], env=env,
+        r = subprocess.run([sys.executable, "-m", "mikupal.cli", "gui", str(small.root)], env=env,
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 1
         assert r.stderr.strip().count("\n") == 0 and "no display" in r.stderr
@@ -636,7 +637,7 @@ def test_without_a_display_mikupal_gui_says_so_in_one_line(small, tmp_path):
 def test_verdicts_given_in_the_review_tab_show_in_the_table_and_undo(qtbot, tmp_path, settings):
     pytest.importorskip("mikupal_gui.review", reason="the review workspace is not in this build")
     from PySide6.QtTest import QTest
-    from pipeline.project import Project
+    from mikupal.project import Project
     from review_fixture import build_project
 
     from mikupal_gui.app import build_window
@@ -668,7 +669,7 @@ def test_verdicts_given_in_the_review_tab_show_in_the_table_and_undo(qtbot, tmp_
 
 
 def test_dashboard_shows_the_annotators_consistency_across_runs(qtbot, small):
-    from pipeline import review_stats, store
+    from mikupal import review_stats, store
 
     from mikupal_gui.dashboard import Dashboard
 

@@ -1,10 +1,10 @@
-"""pipeline.metrics against scikit-learn, statsmodels, the krippendorff package and published values."""
+"""mikupal.metrics against scikit-learn, statsmodels, the krippendorff package and published values."""
 import math
 
 import numpy as np
 import pytest
 
-from pipeline import metrics
+from mikupal import metrics
 
 sk = pytest.importorskip("sklearn.metrics", reason="scikit-learn is a core dependency")
 inter_rater = pytest.importorskip("statsmodels.stats.inter_rater", reason="statsmodels is in the dev extra")

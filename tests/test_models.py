@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from pipeline import models
-from pipeline.stage import ModelMissingError
+from mikupal import models
+from mikupal.stage import ModelMissingError
 
 
 def test_registry_is_complete():
@@ -61,13 +61,13 @@ def test_download_verifies_checksum(tmp_path, monkeypatch, shared_models):
 def test_cli_check_and_doctor(tmp_path, shared_models):
     env = {"MIKUPAL_MODELS_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "GEMINI_API_KEY": "sk-secret-do-not-print"}
     proj = tmp_path / "p"
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "init", str(proj)], check=True, capture_output=True, env=env)
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "check", str(proj)], capture_output=True, text=True, env=env)
+    subprocess.run([sys.executable, "-m", "mikupal.cli", "init", str(proj)], check=True, capture_output=True, env=env)
+    r = subprocess.run([sys.executable, "-m", "mikupal.cli", "models", "check", str(proj)], capture_output=True, text=True, env=env)
     assert r.returncode == 1 and "MISSING light-asd" in r.stdout and str(tmp_path / "light-asd") in r.stdout
     shutil.copytree(shared_models / "light-asd", tmp_path / "light-asd")
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "check", str(proj)], capture_output=True, text=True, env=env)
+    r = subprocess.run([sys.executable, "-m", "mikupal.cli", "models", "check", str(proj)], capture_output=True, text=True, env=env)
     assert "ok light-asd" in r.stdout
-    d = subprocess.run([sys.executable, "-m", "pipeline.cli", "doctor"], capture_output=True, text=True, env=env)
+    d = subprocess.run([sys.executable, "-m", "mikupal.cli", "doctor"], capture_output=True, text=True, env=env)
     assert d.returncode == 0 and "Gemini API key: present" in d.stdout
     assert "sk-secret" not in d.stdout + d.stderr
 
@@ -75,7 +75,7 @@ def test_cli_check_and_doctor(tmp_path, shared_models):
 # ---- audio-separator's metadata files travel with every MDX model -------------------------------
 
 def test_mdx_models_list_audio_separators_metadata_files():
-    from pipeline.audio import separate
+    from mikupal.audio import separate
 
     seps = [m for m in models.REGISTRY.values() if m.stage == "separate"]
     assert seps
@@ -89,8 +89,8 @@ def test_mdx_models_list_audio_separators_metadata_files():
 
 
 def test_importing_the_model_manager_loads_no_separator():
-    code = ("import sys, pipeline.models; "
-            "sys.exit(any(m.startswith(('audio_separator', 'pipeline.audio', 'torch', 'PySide6')) for m in sys.modules))")
+    code = ("import sys, mikupal.models; "
+            "sys.exit(any(m.startswith(('audio_separator', 'mikupal.audio', 'torch', 'PySide6')) for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -156,19 +156,19 @@ def test_download_of_an_mdx_model_fetches_its_metadata_files(tmp_path, monkeypat
 def test_cli_check_names_a_missing_separator_metadata_file(tmp_path):
     env = {"MIKUPAL_MODELS_DIR": str(tmp_path / "models"), "PATH": "/usr/bin:/bin"}
     proj = tmp_path / "p"
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "init", str(proj)], check=True, capture_output=True, env=env)
+    subprocess.run([sys.executable, "-m", "mikupal.cli", "init", str(proj)], check=True, capture_output=True, env=env)
     sep = tmp_path / "models" / "audio-separator"
     sep.mkdir(parents=True)
     (sep / "UVR-MDX-NET-Inst_HQ_3.onnx").write_bytes(b"weights")
     (sep / "download_checks.json").write_text("{}")
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "check", str(proj)], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "mikupal.cli", "models", "check", str(proj)], capture_output=True,
                        text=True, env=env)
     line = next(ln for ln in r.stdout.splitlines() if "UVR-MDX-NET-Inst_HQ_3.onnx:" in ln)
     assert line.startswith("MISSING") and str(sep / "mdx_model_data.json") in line and str(sep / "vr_model_data.json") in line
     assert str(sep / "download_checks.json") not in line
     for name in ("mdx_model_data.json", "vr_model_data.json"):
         (sep / name).write_text("{}")
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "check", str(proj)], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "mikupal.cli", "models", "check", str(proj)], capture_output=True,
                        text=True, env=env)
     assert "ok UVR-MDX-NET-Inst_HQ_3.onnx" in r.stdout
 
@@ -176,7 +176,7 @@ def test_cli_check_names_a_missing_separator_metadata_file(tmp_path):
 def test_doctor_reports_the_qt_binding_without_importing_qt(monkeypatch):
     import importlib.metadata
 
-    from pipeline import models_cli
+    from mikupal.cli import models as models_cli
 
     real = importlib.metadata.version
     assert models_cli.qt_binding_line() == f"Qt binding: PySide6 {real('PySide6')}"
@@ -190,7 +190,7 @@ def test_doctor_reports_the_qt_binding_without_importing_qt(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", absent)
     assert "not installed" in models_cli.qt_binding_line()
     monkeypatch.setattr(importlib.metadata, "version", real)
-    code = ("import sys; from pipeline.models_cli import doctor; doctor(); "
+    code = ("import sys; from mikupal.cli.models import doctor; doctor(); "
             "sys.exit(3 if any(m.startswith('PySide6') for m in sys.modules) else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-1000:]
@@ -230,19 +230,19 @@ def test_list_and_download_follow_a_projects_models_dir(tmp_path, shared_models)
     """`--project` points list/download at that project's [models] dir (no env override)."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     proj, weights = tmp_path / "p", tmp_path / "weights"
-    subprocess.run([sys.executable, "-m", "pipeline.cli", "init", str(proj)], check=True, capture_output=True, env=env)
+    subprocess.run([sys.executable, "-m", "mikupal.cli", "init", str(proj)], check=True, capture_output=True, env=env)
     toml = proj / "mikupal.toml"
     toml.write_text(toml.read_text().replace('dir = ""', f'dir = "{weights}"', 1))
     shutil.copytree(shared_models / "light-asd", weights / "light-asd")
 
     def status(*extra):
-        r = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "list", "--json", *extra],
+        r = subprocess.run([sys.executable, "-m", "mikupal.cli", "models", "list", "--json", *extra],
                            capture_output=True, text=True, env=env, check=True)
         return {m["id"]: m["status"] for m in json.loads(r.stdout)}["light-asd"]
 
     assert status() == "missing"  # the user cache knows nothing of it
     assert status("--project", str(proj)) == "present"
     # Already present in the project's dir: download has nothing to fetch (works offline).
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "models", "download", "light-asd", "-p", str(proj)],
+    r = subprocess.run([sys.executable, "-m", "mikupal.cli", "models", "download", "light-asd", "-p", str(proj)],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0 and str(weights / "light-asd") in r.stdout.replace("\n", "")

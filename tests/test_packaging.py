@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-import pipeline
+import mikupal
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_desktop_entry_and_icons():
-    entry = (REPO / "packaging" / "mikupal.desktop").read_text()
+    entry = (REPO / "resources" / "mikupal.desktop").read_text()
     assert "Exec=mikupal gui" in entry and "Icon=mikupal" in entry and "Type=Application" in entry
     for name in ("mikupal.svg", "mikupal-256.png", "mikupal-64.png"):
         assert (REPO / "resources" / "icons" / name).stat().st_size > 0
@@ -34,12 +34,12 @@ def test_frozen_app_prints_version(tmp_path):
     out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == f"mikupal {pipeline.__version__}"
+    assert out.stdout.strip() == f"mikupal {mikupal.__version__}"
     # It is the real CLI: it creates and reads a project.
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     subprocess.run([str(exe), "init", str(tmp_path / "p")], check=True, capture_output=True, timeout=120, env=env)
     st = subprocess.run([str(exe), "status", str(tmp_path / "p"), "--json"], capture_output=True, text=True, timeout=120, env=env)
     assert st.returncode == 0 and '"videos": 0' in st.stdout
     # The bundled resources travel with the app (taxonomy and prompts are data files).
-    assert (tmp_path / "dist" / "mikupal" / "_internal" / "resources" / "taxonomy").is_dir()
+    assert (tmp_path / "dist" / "mikupal" / "_internal" / "mikupal" / "resources" / "taxonomy").is_dir()
     shutil.rmtree(tmp_path / "build", ignore_errors=True)

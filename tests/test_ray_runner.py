@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import store
-from pipeline.project import Project
-from pipeline.runner import Runner
+from mikupal import store
+from mikupal.project import Project
+from mikupal.runner import Runner
 
 import runner_stages
 from runner_stages import BrokenLoadStage, LabelStage, SplitStage, add_fake_videos
@@ -67,8 +67,8 @@ def test_ray_actor_that_cannot_load_fails_the_stage_with_one_error(tmp_path, ray
 
 
 def test_ray_runs_the_product_audio_stages_like_the_local_runner(tmp_path, ray_local, demo_clip, monkeypatch):
-    from pipeline.demo_project import DEMO_SETTINGS, _apply_settings
-    from pipeline.ingest import add_videos
+    from mikupal.demo_project import DEMO_SETTINGS, _apply_settings
+    from mikupal.ingest import add_videos
 
     monkeypatch.setenv("MIKUPAL_MODELS_DIR", str(tmp_path / "models"))
     clip = tmp_path / "talk.mp4"

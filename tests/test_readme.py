@@ -2,7 +2,7 @@
 new setting or column cannot go undocumented."""
 from pathlib import Path
 
-from pipeline import config, store
+from mikupal import config, store
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 
@@ -17,7 +17,7 @@ def test_configuration_reference_matches_the_settings():
     start, end = "<!-- config:start -->\n", "<!-- config:end -->"
     section = README[README.index(start) + len(start):README.index(end)]
     assert section == config.markdown_reference(), (
-        "README configuration reference is stale: regenerate with python -m pipeline.config --markdown")
+        "README configuration reference is stale: regenerate with python -m mikupal.config --markdown")
 
 
 def test_every_table_and_column_of_the_schema_is_documented(tmp_path):

@@ -7,8 +7,8 @@ import pytest
 from eval_fixture import MELD_CSV, add_review, add_run, meld_project
 from typer.testing import CliRunner
 
-from pipeline import evaluate, report, store
-from pipeline.cli import app
+from mikupal import evaluate, report, store
+from mikupal.cli import app
 
 
 class _Refs(HTMLParser):

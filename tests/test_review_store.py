@@ -1,4 +1,4 @@
-"""pipeline.review: verdict persistence, undo, queues, two raters on one project file."""
+"""mikupal.review: verdict persistence, undo, queues, two raters on one project file."""
 from __future__ import annotations
 
 import sys
@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import review_fixture as rf  # noqa: E402
 
-from pipeline import review, store  # noqa: E402
+from mikupal import review, store  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import store
-from pipeline.runner import Runner, RunnerError, parse_workers, resolve_devices
-from pipeline.stages import STAGE_ORDER, UnknownStageError, parse_stages
-from pipeline.status import project_status
+from mikupal import store
+from mikupal.runner import Runner, RunnerError, parse_workers, resolve_devices
+from mikupal.stages import STAGE_ORDER, UnknownStageError, parse_stages
+from mikupal.status import project_status
 
 from runner_stages import (BrokenLoadStage, CrashStage, LabelStage, NoopStage, ProbeStage, SplitStage,
                            add_fake_videos)
@@ -86,7 +86,7 @@ def test_bad_item_is_isolated_and_recorded(project):
 
 
 def test_a_video_failing_a_stage_goes_no_further(project, demo_clip, tmp_path):
-    from pipeline.ingest import add_videos
+    from mikupal.ingest import add_videos
 
     good = tmp_path / "good.mp4"
     bad = tmp_path / "bad.mp4"
@@ -179,7 +179,7 @@ def test_sigkill_mid_stage_then_resume_annotates_exactly_once(project):
     add_fake_videos(db, 6)
     env = {**os.environ, "MIKUPAL_TEST_LABEL_SLEEP": "0.02", "PYTHONPATH": f"{TESTS}{os.pathsep}{REPO}"}
     script = (
-        "import sys; from pipeline.project import Project; from pipeline.runner import Runner;"
+        "import sys; from mikupal.project import Project; from mikupal.runner import Runner;"
         "from runner_stages import SplitStage, LabelStage;"
         f"Runner(Project.open({str(project.root)!r}), [SplitStage, LabelStage], workers={{'label': 3}}).run()"
     )

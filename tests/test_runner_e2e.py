@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import store
-from pipeline.cli import app
-from pipeline.demo_project import DEMO_SETTINGS, _apply_settings
-from pipeline.ingest import add_videos
-from pipeline.project import Project
-from pipeline.runner import Runner
-from pipeline.stage import STAGE_ORDER
-from pipeline.status import project_status
+from mikupal import store
+from mikupal.cli import app
+from mikupal.demo_project import DEMO_SETTINGS, _apply_settings
+from mikupal.ingest import add_videos
+from mikupal.project import Project
+from mikupal.runner import Runner
+from mikupal.stage import STAGE_ORDER
+from mikupal.status import project_status
 
 from gemini_server import GeminiServer
 
@@ -101,7 +101,7 @@ def test_sigkill_during_emotion_then_resume_annotates_each_segment_once_per_run(
     args = ["--stages", "emotion", "--backend", "gemini", "--model", "gemini-test-flash", "--runs", str(runs),
             "--set", "emotion.concurrency=2", "-q"]
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(project.root), *args], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "mikupal.cli", "run", str(project.root), *args], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 180

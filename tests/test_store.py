@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from pipeline import store
+from mikupal import store
 
 
 def test_migrates_empty_file_and_reopens(tmp_path):

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from pipeline import taxonomy
-from pipeline.taxonomy import TaxonomyError, load_label_set, map_label
+from mikupal import taxonomy
+from mikupal.taxonomy import TaxonomyError, load_label_set, map_label
 
 COWEN26 = ["Admiration", "Adoration", "Aesthetic", "Amusement", "Anger", "Anxiety", "Awe", "Awkwardness",
            "Boredom", "Calmness", "Confusion", "Craving", "Disgust", "Empathic pain", "Entrancement",

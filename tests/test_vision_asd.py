@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.project import Project
-from pipeline.stage import ModelMissingError
-from pipeline.vision import asd as A
-from pipeline.vision.stages import _decide
+from mikupal.project import Project
+from mikupal.stage import ModelMissingError
+from mikupal.vision import asd as A
+from mikupal.vision.stages import _decide
 from vision_fixtures import chunk_by_chunk_scores, errors_of, project_with_video, run_stages, segments_of, stage_info, tracks_of
 
 LINES = ("I can't believe you did that, this is wonderful news!", "Thank you. That really means a lot to me.")
@@ -91,7 +91,7 @@ def test_decide(scores, status, speaker):
 
 # ---- end to end on synthetic clips ----------------------------------------------------------
 def _build(tmp_path_factory, side: str, **clip_kw):
-    from pipeline.demo import make_demo_clip
+    from mikupal.demo import make_demo_clip
 
     d = tmp_path_factory.mktemp(f"asd_{side}")
     clip = make_demo_clip(d / f"{side}.mp4", lines=LINES, speaker=side, **clip_kw)
@@ -160,8 +160,8 @@ def test_sync_fallback_picks_the_true_speaker(tracked, shared_models, monkeypatc
 
 def test_sync_correlation_values(tracked):
     """FACTS: mouth motion vs |delta RMS| correlates ~+0.8 for the speaker, ~0 for the other."""
-    from pipeline.media import extract_audio, read_audio
-    from pipeline.vision.frames import iter_frames
+    from mikupal.media import extract_audio, read_audio
+    from mikupal.vision.frames import iter_frames
 
     clip, proj, vid = tracked
     a, b = clip.cues[0][:2]
@@ -180,7 +180,7 @@ def test_sync_correlation_values(tracked):
 
 def test_segment_without_a_face_gets_no_face(tmp_path_factory, shared_models, monkeypatch):
     monkeypatch.setenv("MIKUPAL_MODELS_DIR", str(shared_models))
-    from pipeline.demo import make_demo_clip
+    from mikupal.demo import make_demo_clip
 
     d = tmp_path_factory.mktemp("noface")
     probe = make_demo_clip(d / "probe.mp4", lines=LINES, speaker="left")
@@ -197,10 +197,10 @@ def test_segment_without_a_face_gets_no_face(tmp_path_factory, shared_models, mo
 
 def test_asd_keeps_statuses_set_by_earlier_stages(tmp_path_factory, shared_models, monkeypatch):
     """A segment an earlier stage marked (e.g. low SNR) keeps that status; speaker fields fill."""
-    from pipeline import store
+    from mikupal import store
 
     monkeypatch.setenv("MIKUPAL_MODELS_DIR", str(shared_models))
-    from pipeline.demo import make_demo_clip
+    from mikupal.demo import make_demo_clip
 
     d = tmp_path_factory.mktemp("keep")
     clip = make_demo_clip(d / "k.mp4", lines=LINES[1:], speaker="right")
@@ -218,7 +218,7 @@ def test_asd_keeps_statuses_set_by_earlier_stages(tmp_path_factory, shared_model
 def test_talknet_without_weights_stops_the_stage_with_a_clear_line(tmp_path_factory, monkeypatch):
     d = tmp_path_factory.mktemp("talknet")
     monkeypatch.setenv("MIKUPAL_MODELS_DIR", str(d / "models"))
-    from pipeline.demo import make_demo_clip
+    from mikupal.demo import make_demo_clip
 
     clip = make_demo_clip(d / "t.mp4", lines=LINES[1:], speaker="right")
     proj, vid = project_with_video(d / "p", clip.path, [c[:2] for c in clip.cues],

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import defaults
-from pipeline.stage import ModelMissingError
-from pipeline.vision import faces as F
-from pipeline.vision.frames import DecodeStats, grid_indices, iter_frames, merge_spans
+from mikupal.config import defaults
+from mikupal.stage import ModelMissingError
+from mikupal.vision import faces as F
+from mikupal.vision.frames import DecodeStats, grid_indices, iter_frames, merge_spans
 from vision_fixtures import errors_of, project_with_video, run_stages, stage_info, tracks_of
 
 ASTRONAUT_FACE = np.array([177, 66, 272, 161])  # OpenCV's Haar box on skimage's astronaut
@@ -163,7 +163,7 @@ def test_merge_spans_and_grid():
 
 @pytest.fixture(scope="module")
 def left_clip(tmp_path_factory):
-    from pipeline.demo import DEMO_LINES, make_demo_clip
+    from mikupal.demo import DEMO_LINES, make_demo_clip
 
     return make_demo_clip(tmp_path_factory.mktemp("vleft") / "left.mp4", lines=DEMO_LINES[:2], speaker="left")
 
@@ -213,7 +213,7 @@ def _side(box) -> str:
 
 def test_faces_stage_tracks_both_faces_in_video_pixels(tmp_path, shared_models, monkeypatch):
     """1280x720 video, detection at 640 px: stored boxes must be in the video's own pixels."""
-    from pipeline.demo import DEMO_LINES, make_demo_clip
+    from mikupal.demo import DEMO_LINES, make_demo_clip
 
     monkeypatch.setenv("MIKUPAL_MODELS_DIR", str(shared_models))
     clip = make_demo_clip(tmp_path / "hd.mp4", lines=DEMO_LINES[3:4], width=1280, height=720)
@@ -236,7 +236,7 @@ def test_faces_stage_tracks_both_faces_in_video_pixels(tmp_path, shared_models, 
 
 
 def test_scene_cut_splits_tracks(tmp_path, monkeypatch):
-    from pipeline.demo import DEMO_LINES, make_demo_clip
+    from mikupal.demo import DEMO_LINES, make_demo_clip
 
     clip = make_demo_clip(tmp_path / "cut.mp4", lines=DEMO_LINES[:2], scene_cut_at=4.0)
     proj, vid = project_with_video(tmp_path / "p", clip.path, [c[:2] for c in clip.cues], {"faces.detector": "haar"})
@@ -265,8 +265,8 @@ def test_video_without_video_stream_fails_alone(tmp_path, left_clip):
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(left_clip.path), "-vn", "-c:a", "copy",
                     str(audio_only)], check=True)
     proj, bad_vid = project_with_video(tmp_path / "p", audio_only, [left_clip.cues[0][:2]], {"faces.detector": "haar"})
-    from pipeline import store
-    from pipeline.ingest import add_videos
+    from mikupal import store
+    from mikupal.ingest import add_videos
 
     db = proj.db()
     good_vid = add_videos(db, [left_clip.path]).added[0][0]

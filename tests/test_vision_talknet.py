@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.stage import StageError
-from pipeline.vision import asd as A
-from pipeline.vision import talknet as TN
+from mikupal.stage import StageError
+from mikupal.vision import asd as A
+from mikupal.vision import talknet as TN
 from vision_fixtures import chunk_by_chunk_scores, project_with_video, run_stages, segments_of, stage_info, tracks_of
 
 LINES = ("I can't believe you did that, this is wonderful news!", "Thank you. That really means a lot to me.")
@@ -149,8 +149,8 @@ def test_asd_stage_scores_every_track_with_talknet(tmp_path_factory, checkpoint,
     per-track scores, the same on a re-run. (Random weights: which face wins is meaningless.)"""
     import shutil
 
-    from pipeline.demo import make_demo_clip
-    from pipeline.project import Project
+    from mikupal.demo import make_demo_clip
+    from mikupal.project import Project
 
     d = tmp_path_factory.mktemp("talknet_stage")
     (d / "models" / "talknet").mkdir(parents=True)

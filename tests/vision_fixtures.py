@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline import store
-from pipeline.ingest import add_videos
-from pipeline.project import Project
+from mikupal import store
+from mikupal.ingest import add_videos
+from mikupal.project import Project
 
 
 def project_with_video(root: Path, video: Path, segments: list[tuple[float, float]], settings: dict | None = None,
@@ -34,7 +34,7 @@ def project_with_video(root: Path, video: Path, segments: list[tuple[float, floa
 
 
 def run_stages(proj: Project, stages=("faces", "asd")):
-    from pipeline.runner import Runner
+    from mikupal.runner import Runner
 
     return Runner(proj, list(stages), devices="cpu").run()
 

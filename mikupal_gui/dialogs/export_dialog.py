@@ -26,13 +26,13 @@ def _optional(spin, enabled: QCheckBox):
 
 
 class ExportDialog(QDialog):
-    """Calls pipeline.export.export_dataset on a TaskThread with a progress bar and cancel."""
+    """Calls mikupal.export.export_dataset on a TaskThread with a progress bar and cancel."""
 
     thread_done = Signal()  # an export finished, failed or was cancelled
 
     def __init__(self, project_root: str | Path, emotions: list[str] = (), parent=None):
         super().__init__(parent)
-        from pipeline.export import FORMATS
+        from mikupal.export import FORMATS
 
         self.project_root = Path(project_root)
         self.result = None
@@ -131,7 +131,7 @@ class ExportDialog(QDialog):
         self._preview_timer.start()
 
     def update_preview(self) -> None:
-        from pipeline.export.dataset import preview_export
+        from mikupal.export.dataset import preview_export
 
         if self._preview_thread is not None and self._preview_thread.isRunning():
             self._preview_again = True
@@ -161,7 +161,7 @@ class ExportDialog(QDialog):
             self.out.setText(d)
 
     def filters(self):
-        from pipeline.export import ExportFilters
+        from mikupal.export import ExportFilters
 
         chosen = tuple(self.emotions.item(i).text() for i in range(self.emotions.count())
                        if self.emotions.item(i).checkState() == Qt.CheckState.Checked)
@@ -176,7 +176,7 @@ class ExportDialog(QDialog):
         )
 
     def start(self) -> None:
-        from pipeline.export import export_dataset
+        from mikupal.export import export_dataset
 
         if self.thread is not None and self.thread.isRunning():
             return

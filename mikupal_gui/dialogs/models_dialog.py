@@ -1,7 +1,7 @@
 """Models: every registry model, its status in the project's models folder, and downloads.
 
 The same registry, resolver and downloader as `mikupal models list|download|check`
-(pipeline.models); downloads run on a TaskThread with a progress bar and Cancel, so the
+(mikupal.models); downloads run on a TaskThread with a progress bar and Cancel, so the
 window keeps painting. A failed download (offline, HTTP error, checksum mismatch) leaves
 no partial file and says, in one line per model, which file to place where.
 """
@@ -16,8 +16,8 @@ from PySide6.QtWidgets import (
     QTableWidget, QTableWidgetItem, QVBoxLayout,
 )
 
-from pipeline import models
-from pipeline.stage import ModelMissingError
+from mikupal import models
+from mikupal.stage import ModelMissingError
 
 from ..workers import TaskThread
 
@@ -37,7 +37,7 @@ def _mb(n_bytes: int) -> str:
 
 
 class ModelsDialog(QDialog):
-    """Lists pipeline.models.REGISTRY for a project (or the default settings) and downloads."""
+    """Lists mikupal.models.REGISTRY for a project (or the default settings) and downloads."""
 
     thread_done = Signal()  # a download finished, failed or was cancelled
 
@@ -117,7 +117,7 @@ class ModelsDialog(QDialog):
     # ---- state --------------------------------------------------------------------------
     def set_project(self, project) -> None:
         """Show status for this project's models dir and settings (None: the default settings)."""
-        from pipeline import config
+        from mikupal import config
 
         self.project = project
         self.cfg = project.config if project is not None else config.defaults()
@@ -258,7 +258,7 @@ class ModelsDialog(QDialog):
                     models.ensure(mid, cfg, allow_download=True, progress=cb)
                     done.append(mid)
                 except ModelMissingError as e:
-                    from pipeline.events import one_line
+                    from mikupal.events import one_line
 
                     errors.append((mid, one_line(e, limit=2000)))
             return done, errors

@@ -90,7 +90,7 @@ class ProjectDialog(QDialog):
 
     def choose(self, path: Path) -> bool:
         """Accept `path` when it is a project; otherwise say why and stay open."""
-        from pipeline.project import Project, ProjectError
+        from mikupal.project import Project, ProjectError
 
         try:
             Project.open(path)
@@ -102,7 +102,7 @@ class ProjectDialog(QDialog):
         return True
 
     def create(self, path: Path) -> bool:
-        from pipeline.project import Project, ProjectError
+        from mikupal.project import Project, ProjectError
 
         try:
             Project.create(path, name=Path(path).name)
@@ -122,7 +122,7 @@ class ProjectDialog(QDialog):
             self.create(Path(d))
 
     def _demo(self) -> None:
-        from pipeline.demo_project import build_demo_project
+        from mikupal.demo_project import build_demo_project
 
         d = QFileDialog.getExistingDirectory(self, "Where to put the demo project (a 'mikupal-demo' folder is made)")
         if not d:

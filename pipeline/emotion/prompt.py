@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from ..resources import path as resource_path
 from ..taxonomy import LabelSet, load_label_set
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent.parent / "resources" / "prompts"
+PROMPTS_DIR = resource_path("prompts")
 SYSTEM_TEMPLATE = "emotion_system.txt"
 USER_TEMPLATE = "emotion_user.txt"
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
 
-log = logging.getLogger("pipeline.emotion")
+log = logging.getLogger("mikupal.emotion")
 T = TypeVar("T")
 
 

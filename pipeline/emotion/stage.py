@@ -40,7 +40,7 @@ from .prompt import Prompt, build_prompt
 from .ratelimit import TransientError
 from .redact import scrub
 
-log = logging.getLogger("pipeline.emotion")
+log = logging.getLogger("mikupal.emotion")
 BASELINE_MODEL = "baseline-v1"
 
 

@@ -1,5 +1,5 @@
 """Active-speaker detection: Light-ASD (our PyTorch re-implementation), TalkNet-ASD (in
-:mod:`pipeline.vision.talknet`, same inputs and interface), the AV-sync fallback, and the
+:mod:`mikupal.vision.talknet`, same inputs and interface), the AV-sync fallback, and the
 multi-length scoring both networks share.
 
 Light-ASD (Liao et al., CVPR 2023, arXiv 2303.04439) is re-implemented here so that it loads

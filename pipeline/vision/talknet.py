@@ -21,9 +21,9 @@ Architecture (per chunk of T video frames at 25 fps and 4T MFCC frames at 100 fp
   self-attention layer over the concatenated 256-d features;
 - the AV head ``lossAV.FC`` (256 -> 2); its class-1 logit is the score, > 0 = speaking.
 
-The inputs and the interface are Light-ASD's (:class:`pipeline.vision.asd.LightASD`): both
+The inputs and the interface are Light-ASD's (:class:`mikupal.vision.asd.LightASD`): both
 are called ``net(mfcc (B, 4T, 13), faces (B, T, 112, 112) in 0..255) -> logits (B, T)`` and
-scored by :func:`pipeline.vision.asd.multi_length_scores`.
+scored by :func:`mikupal.vision.asd.multi_length_scores`.
 """
 from __future__ import annotations
 

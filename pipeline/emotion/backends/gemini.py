@@ -25,7 +25,7 @@ from ..redact import scrub
 from ..schema import InvalidAnswer, gemini_schema, parse_answer
 from .base import Backend, Reply, Request, cost, estimate_input_tokens
 
-log = logging.getLogger("pipeline.emotion")
+log = logging.getLogger("mikupal.emotion")
 
 BLOCK_FINISH = {"SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "RECITATION", "IMAGE_SAFETY"}
 MEDIA_RESOLUTION = {

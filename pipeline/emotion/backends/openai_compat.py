@@ -27,7 +27,7 @@ from ..schema import InvalidAnswer, json_schema, parse_answer
 from .base import Backend, Reply, Request, cost, estimate_input_tokens
 from .gemini import INVALID_RETRY_SEED_SHIFT
 
-log = logging.getLogger("pipeline.emotion")
+log = logging.getLogger("mikupal.emotion")
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 
 

@@ -9,15 +9,15 @@ from typing import List, Optional
 
 import typer
 
-from . import __version__, models
-from .stage import ModelMissingError
+from .. import __version__, models
+from ..stage import ModelMissingError
 
 models_app = typer.Typer(help="List, download and check model weights.", no_args_is_help=True)
 
 
 def _cfg(project: Optional[Path]):
-    from . import config
-    from .project import Project
+    from .. import config
+    from ..project import Project
 
     return Project.open(project).config if project else config.defaults()
 

@@ -7,8 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from .dataset import export_dataset
-from .select import ExportError, ExportFilters
+from .common import fail, open_project
+from ..export.dataset import export_dataset
+from ..export.select import ExportError, ExportFilters
 
 
 def _csv(value: Optional[str]) -> tuple[str, ...]:
@@ -44,7 +45,6 @@ def export_command(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a setting: section.key=value."),
 ):
     """Export reviewed clips as a dataset (WAV + labels, README.md card, SHA256SUMS)."""
-    from ..cli import fail, open_project
 
     proj = open_project(project, set_)
     filters = ExportFilters(

@@ -12,7 +12,8 @@ from typing import List, Optional
 
 import typer
 
-from .events import ProgressEvent
+from .common import fail, open_project
+from ..events import ProgressEvent
 
 
 def _overrides(backend, model, runs, sets) -> list[str]:
@@ -66,9 +67,8 @@ def run_command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .cli import fail, open_project
-    from .runner import Runner, RunnerError, parse_workers, resolve_devices
-    from .stages import StageUnavailableError, UnknownStageError, parse_stages
+    from ..runner import Runner, RunnerError, parse_workers, resolve_devices
+    from ..stages import StageUnavailableError, UnknownStageError, parse_stages
 
     if backend and backend not in ("gemini", "openai", "baseline"):
         raise fail(f"--backend {backend}: choose gemini, openai or baseline")

@@ -1,78 +1,16 @@
-"""`mikupal`: the command line. Bare `mikupal` opens the desktop app.
-
-Errors are one line on stderr naming the item and the fix; exit 2 for bad usage or input,
-1 for failures. Qt is imported only by the `gui` command.
-"""
+"""`mikupal init`, `add`, `status` and `demo`: the project's everyday commands."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import typer
 
-from . import __version__
-from .config import ConfigError
-from .media import MediaError
-from .project import Project, ProjectError
-
-app = typer.Typer(
-    name="mikupal",
-    help="MIKU-PAL: turn unlabeled video into an emotion-labeled speech dataset, and review every label.",
-    no_args_is_help=False,
-    add_completion=False,
-    rich_markup_mode="rich",
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-USER_ERRORS = (ProjectError, ConfigError, MediaError, FileNotFoundError)
+from .common import fail, open_project
+from ..project import Project, ProjectError
 
 
-def fail(message: str, code: int = 2) -> "typer.Exit":
-    """Print one line to stderr and return the Exit to raise."""
-    typer.echo(f"mikupal: {message}", err=True)
-    return typer.Exit(code)
-
-
-def open_project(path: Path, overrides: Optional[List[str]] = None) -> Project:
-    try:
-        return Project.open(path, overrides or [])
-    except (ProjectError, ConfigError) as e:
-        raise fail(str(e))
-
-
-def _version(value: bool):
-    if value:
-        typer.echo(f"mikupal {__version__}")
-        raise typer.Exit()
-
-
-@app.callback(invoke_without_command=True)
-def _root(
-    ctx: typer.Context,
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-):
-    """Without a command, open the desktop app."""
-    if ctx.invoked_subcommand is None:
-        raise typer.Exit(_launch_gui(None))
-
-
-def _launch_gui(project: Optional[Path]) -> int:
-    try:
-        from mikupal_gui.app import main as gui_main
-    except ImportError as e:
-        raise fail(f"the desktop app cannot start ({e}); install the Qt libraries (see README, Troubleshooting)", 1)
-    return int(gui_main(str(project) if project else None) or 0)
-
-
-@app.command()
-def gui(project: Optional[Path] = typer.Argument(None, help="Project folder to open (default: the last one).")):
-    """Open the desktop app."""
-    raise typer.Exit(_launch_gui(project))
-
-
-@app.command()
 def init(
     project: Path = typer.Argument(..., help="Folder to create (or an empty existing folder)."),
     name: str = typer.Option("", help="Project name for the app and dataset cards."),
@@ -86,13 +24,12 @@ def init(
     typer.echo(f"next: mikupal add {project} VIDEOS...")
 
 
-@app.command()
 def add(
     project: Path = typer.Argument(..., help="Project folder."),
     paths: List[Path] = typer.Argument(..., help="Video files or folders (searched recursively)."),
 ):
     """Add videos by content hash (adding the same file twice does nothing)."""
-    from .ingest import add_videos
+    from ..ingest import add_videos
 
     p = open_project(project)
     db = p.db()
@@ -102,13 +39,12 @@ def add(
         raise typer.Exit(2)
 
 
-@app.command()
 def status(
     project: Path = typer.Argument(..., help="Project folder."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Counts per stage, durations and retention, cost so far and recent errors."""
-    from .status import project_status
+    from ..status import project_status
 
     p = open_project(project)
     st = project_status(p.db(), p.config["segments"]["drop_statuses"])
@@ -146,15 +82,15 @@ def status(
             con.print(f"  [{e['stage']}] {where + ': ' if where else ''}{e['message']}", markup=False, highlight=False)
 
 
-@app.command()
 def demo(
     project: Path = typer.Argument(Path("demo-project"), help="Where to build the demo project."),
     no_gui: bool = typer.Option(False, "--no-gui", help="Stay headless: do not open the app afterwards."),
 ):
     """Build a sample project offline from the synthetic demo clip, run the pipeline, open it."""
-    from .demo_project import build_demo_project
+    from ..demo_project import build_demo_project
 
-    from .runner_cli import run_command
+    from .app import launch_gui
+    from .run import run_command
 
     p = build_demo_project(project, on_line=typer.echo)
     typer.echo(f"running the pipeline on {p.root} (offline demo settings: subtitles, Haar faces, baseline annotator)")
@@ -167,30 +103,5 @@ def demo(
     if no_gui:
         typer.echo(f"next: mikupal gui {project}   (review the labels)   mikupal export {project} OUT   (write a dataset)")
     else:
-        code = _launch_gui(p.root) or code
+        code = launch_gui(p.root) or code
     raise typer.Exit(code)
-
-
-# --- feature commands (one registration line each; the functions live in their modules) ---
-from .models_cli import doctor as _doctor, models_app as _models_app  # noqa: E402
-
-app.add_typer(_models_app, name="models")
-app.command("doctor")(_doctor)
-from .evaluate import eval_command; app.command("eval")(eval_command)  # noqa: E402,E702
-from .review_stats import review_stats_command; app.command("review-stats")(review_stats_command)  # noqa: E402,E702
-from .emotion_map import map_command; app.command("map")(map_command)  # noqa: E402,E702
-from .report import report_command; app.command("report")(report_command)  # noqa: E402,E702
-from .export.command import export_command; app.command("export")(export_command)  # noqa: E402,E702
-from .runner_cli import run_command; app.command("run")(run_command)  # noqa: E402,E702
-
-
-def main() -> None:
-    try:
-        app()
-    except USER_ERRORS as e:
-        typer.echo(f"mikupal: {e}", err=True)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()
