@@ -161,6 +161,14 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 2: the runner's process id, so `mikupal status` can tell a live run from a killed one
     ["ALTER TABLE runs ADD COLUMN pid INTEGER"],
+    # 3: (reserved) the LLM stage: batch jobs, exact cost columns
+    [],
+    # 4: (reserved) speakers
+    [],
+    # 5: (reserved) source provenance
+    [],
+    # 6: (reserved) project safety / runner
+    [],
 ]
 
 CURRENT_VERSION = len(MIGRATIONS)
