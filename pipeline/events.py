@@ -104,7 +104,7 @@ def describe_failure(exc: BaseException) -> tuple[bool, str, str | None]:
     else is a bug or an environment problem: keep the traceback (scrubbed) as the detail.
     """
     if isinstance(exc, StageError):
-        return True, one_line(exc), None
+        return True, one_line(exc), (scrub(exc.detail) if exc.detail else None)
     detail = scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     return False, one_line(f"{type(exc).__name__}: {exc}"), detail
 

@@ -1,19 +1,40 @@
-"""The stage contract shared by the local runner, the Ray runner, the CLI and the GUI.
+"""The stage contract: the one shape every stage has, run by the local and the Ray runner alike.
 
-A stage is a small object that knows nothing of threads, Qt or Ray:
+A stage declares what it needs, loads its models, turns one item into a result, and writes
+only its result rows. It knows nothing of threads, event loops, transactions, Qt or Ray.
 
-- driver side (has the SQLite store):
-    ``pending(db)``      -> ids of items whose work is missing or stale
-    ``prepare(db, id)``  -> a JSON-able task dict with every input the work needs
-    ``commit(db, task, result)`` -> writes the result rows, in one transaction, plus the
-                            stage_state/annotation that marks the item done
-- worker side (no store; may run in another process or on another machine):
-    ``load()``           -> load models once per worker
-    ``process(task)``    -> the result dict (files go under the project cache)
+Declarations (class attributes)::
 
-``process`` raises ``StageError`` with a one-line, secret-free message for a bad item; the
-runner records it in ``errors`` and goes on. Video-level stages have ``scope = "video"``
-and their items are video ids; the emotion stage has ``scope = "segment"``.
+    name             the stage's name (the registry in ``stages.py`` maps names to classes)
+    scope            "video" (items are video ids) or "segment" (items are (segment_id, run_index))
+    requires         stages whose results this one reads; their cache keys feed this one's
+    config_sections  config sections that change the output (part of the cache key)
+    num_gpus         Ray GPUs per actor on GPU clusters (a default, the config may override)
+    thread_safe      one instance may serve several worker threads at once
+
+Driver side (the runner's thread; has the SQLite store):
+
+    ``pending(db, video_ids)`` -> items whose work is missing or stale under the current keys
+    ``prepare(db, item)``      -> a JSON-able task with every input the work needs
+                                  (video scope: include ``cache_key``)
+    ``commit(db, task, result)`` -> writes this item's result rows and nothing else, inside
+                                  the runner's transaction; for video scope it returns the
+                                  ``info`` dict the runner stores in ``stage_state``
+    ``run_id``                 the current run (set by the runner) for rows that record it
+
+Worker side (no store; maybe another process or machine):
+
+    ``load()``                 models, clients: once per instance, called by the runner
+    ``process(task)``          -> the result dict (synchronous stages), or
+    ``async process_async(task)`` -> the result dict (API stages: the executor runs the event
+                                  loop and keeps up to ``concurrency()`` items in flight)
+    ``concurrency()``          items one instance may work on at once (default 1)
+    ``close()`` / ``async aclose()``  release what ``load()`` opened
+
+Failures: raise :class:`StageError` with a one-line, secret-free message naming the item and
+the fix (``detail``: extra text such as a raw model answer; ``path``: a file involved). The
+runner alone writes ``errors``, ``stage_state``, ``runs`` and run ids, owns transactions,
+retries, concurrency and devices; see ``docs/architecture.md``.
 """
 from __future__ import annotations
 
@@ -25,7 +46,16 @@ STAGE_ORDER = ("separate", "vad", "asr", "segments", "faces", "asd", "emotion")
 
 
 class StageError(Exception):
-    """One item failed; the message is one line naming the item and the fix."""
+    """One item failed; the message is one line naming the item and the fix.
+
+    ``detail`` (e.g. the raw text of an invalid model answer) and ``path`` (the file involved)
+    go to the errors row next to the message.
+    """
+
+    def __init__(self, message: str, *, detail: str | None = None, path: str | None = None):
+        super().__init__(message)
+        self.detail = detail
+        self.path = path
 
 
 class ModelMissingError(StageError):
@@ -41,6 +71,9 @@ class Stage:
     config_sections: tuple[str, ...] = ()
     # Ray resources per actor; the runner may override from config.
     num_gpus: float = 0.0
+    thread_safe: bool = False
+
+    run_id: int | None = None  # set by the runner on its driver-side instances
 
     def __init__(self, project, device: str = "cpu"):
         self.project = project
@@ -75,12 +108,28 @@ class Stage:
     def prepare(self, db, item_id: int) -> dict[str, Any]:
         raise NotImplementedError
 
-    def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> None:
+    def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> dict[str, Any] | None:
+        """Write the item's result rows (no transaction, no stage_state); return stage_state info."""
         raise NotImplementedError
 
     # ---- worker side -------------------------------------------------------------
     def load(self) -> None:
-        """Load models; called once per worker before the first process()."""
+        """Load models; called once per instance by the runner before the first item."""
 
     def process(self, task: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
+
+    # An API stage defines ``async def process_async(self, task)`` instead of ``process``.
+    process_async = None
+
+    def concurrency(self) -> int:
+        """Items one instance works on at once (async stages fan out this far)."""
+        return 1
+
+    def close(self) -> None:
+        """Release what load() opened."""
+
+
+def is_async(cls: type[Stage]) -> bool:
+    """Whether the stage works through ``process_async`` (the executor runs its event loop)."""
+    return getattr(cls, "process_async", None) is not None

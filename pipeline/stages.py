@@ -7,23 +7,22 @@ works on a machine without Whisper.
 from __future__ import annotations
 
 import importlib
-import inspect
 from typing import Iterable
 
 from .stage import STAGE_ORDER, Stage
 
-__all__ = ["STAGE_ORDER", "STAGE_MODULES", "DEVICE_STAGES", "UnknownStageError", "StageUnavailableError",
+__all__ = ["STAGE_ORDER", "STAGES", "DEVICE_STAGES", "UnknownStageError", "StageUnavailableError",
            "stage_class", "make_stage", "parse_stages"]
 
-# Where each stage lives; the class is the Stage subclass in that module whose `name` matches.
-STAGE_MODULES: dict[str, tuple[str, ...]] = {
-    "separate": ("mikupal.audio.separate", "mikupal.audio.stages"),
-    "vad": ("mikupal.audio.vad", "mikupal.audio.stages"),
-    "asr": ("mikupal.audio.asr", "mikupal.audio.stages"),
-    "segments": ("mikupal.segments", "mikupal.audio.stages"),
-    "faces": ("mikupal.vision.faces", "mikupal.vision.stages"),
-    "asd": ("mikupal.vision.asd", "mikupal.vision.stages"),
-    "emotion": ("mikupal.emotion.stage", "mikupal.emotion.annotate", "mikupal.emotion.stages", "mikupal.emotion"),
+# The registry: stage name -> "module:Class". Modules are imported only when a run needs them.
+STAGES: dict[str, str] = {
+    "separate": "mikupal.audio.stages:SeparateStage",
+    "vad": "mikupal.audio.stages:VadStage",
+    "asr": "mikupal.audio.stages:AsrStage",
+    "segments": "mikupal.audio.stages:SegmentsStage",
+    "faces": "mikupal.vision.stages:FacesStage",
+    "asd": "mikupal.vision.stages:AsdStage",
+    "emotion": "mikupal.emotion.stage:EmotionStage",
 }
 
 # Stages that run a model on an accelerator: with `--devices cuda:0,cuda:1` they get one
@@ -40,40 +39,23 @@ class StageUnavailableError(RuntimeError):
     """A known stage whose implementation cannot be imported (a missing optional package)."""
 
 
-def _find_class(module, name: str) -> type[Stage] | None:
-    for _, obj in inspect.getmembers(module, inspect.isclass):
-        if issubclass(obj, Stage) and obj is not Stage and getattr(obj, "name", "") == name:
-            return obj
-    return None
-
-
 def stage_class(name: str) -> type[Stage]:
     """The Stage subclass for `name`, importing its module now."""
-    if name not in STAGE_MODULES:
+    if name not in STAGES:
         raise UnknownStageError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_ORDER)}")
-    missing = []
-    for mod_name in STAGE_MODULES[name]:
-        try:
-            module = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            # The stage's own module not existing is different from a dependency missing.
-            if e.name and (e.name == mod_name or mod_name.startswith(e.name + ".")):
-                missing.append(mod_name)
-                continue
-            raise StageUnavailableError(
-                f"stage {name}: cannot import {e.name!r} ({e}); install it (pip install 'mikupal[all]') "
-                f"or leave the stage out with --stages"
-            ) from None
-        except ImportError as e:
-            raise StageUnavailableError(
-                f"stage {name}: import failed ({e}); reinstall its dependencies or leave the stage out with --stages"
-            ) from None
-        cls = _find_class(module, name)
-        if cls is not None:
-            return cls
-    raise StageUnavailableError(
-        f"stage {name}: no implementation found in {', '.join(STAGE_MODULES[name])}; this MIKU-PAL build lacks it"
-    )
+    mod_name, cls_name = STAGES[name].split(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        raise StageUnavailableError(
+            f"stage {name}: cannot import {e.name!r} ({e}); reinstall MIKU-PAL with its dependencies "
+            f"(make setup, or pip install mikupal) or leave the stage out with --stages"
+        ) from None
+    except ImportError as e:
+        raise StageUnavailableError(
+            f"stage {name}: import failed ({e}); reinstall its dependencies or leave the stage out with --stages"
+        ) from None
+    return getattr(module, cls_name)
 
 
 def make_stage(name: str, project, device: str = "cpu") -> Stage:

@@ -39,8 +39,7 @@ class ProbeStage(Stage):
         return {"duration_s": info.duration_s}
 
     def commit(self, db, task, result):
-        store.set_stage_state(db, task["video_id"], self.name, "done",
-                              cache_key=self.cache_key(db, task["video_id"]), info=result)
+        return result
 
 
 class SplitStage(Stage):
@@ -64,8 +63,7 @@ class SplitStage(Stage):
         for a, b in result["segments"]:
             db.conn.execute("INSERT INTO segments (video_id, start_s, end_s, text) VALUES (?,?,?,?)",
                             (vid, a, b, f"words {a:.2f}"))
-        store.set_stage_state(db, vid, self.name, "done", cache_key=self.cache_key(db, vid),
-                              info={"n": len(result["segments"])})
+        return {"n": len(result["segments"])}
 
 
 class LabelStage(Stage):
@@ -121,7 +119,7 @@ class NoopStage(Stage):
         return {}
 
     def commit(self, db, task, result):
-        store.set_stage_state(db, task["video_id"], self.name, "done", cache_key=self.cache_key(db, task["video_id"]))
+        return None
 
 
 class BrokenLoadStage(NoopStage):

@@ -10,7 +10,7 @@ from audio_fixtures import (run_stages, TINY_MDX, add_video, audio_models_dir, a
                             tiny_mdx, write_video)
 from mikupal import store
 
-from mikupal.audio.stages import make_stage
+from mikupal.stages import make_stage
 from mikupal.audio.vad import iou
 from mikupal.segments import build_segments, retention
 

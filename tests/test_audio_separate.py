@@ -91,7 +91,7 @@ def test_separate_stage_records_snr_gain(tmp_path, audio_project, tiny_mdx):
     assert (v16.samplerate, v16.channels, v44.samplerate) == (16000, 1, 44100)
     assert abs(v16.duration - v44.duration) < 0.01 and abs(v16.duration - sf.info(info["mix16k"]).duration) < 0.01
     # done under the current key: nothing pending; a config change makes it pending again
-    from mikupal.audio.stages import make_stage
+    from mikupal.stages import make_stage
 
     assert make_stage("separate", audio_project).pending(db) == []
     audio_project.config["separate"]["model"] = "none"

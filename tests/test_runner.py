@@ -103,8 +103,9 @@ def test_a_video_failing_a_stage_goes_no_further(project, demo_clip, tmp_path):
     assert store.get_stage_state(db, bad_id, "split") is None
     err = store.rows(db, "SELECT * FROM errors WHERE video_id=?", (bad_id,))
     assert len(err) == 1 and "bad.mp4" in err[0]["message"] and "re-encode" in err[0]["message"]
+    # `status` reports the product's stages, each with its counts; a test stage is not one of them.
     st = project_status(db)
-    assert st["stages"].get("probe") is None or True  # status knows the product stages only
+    assert list(st["stages"]) == list(STAGE_ORDER) and "probe" not in st["stages"]
 
 
 def test_cancel_stops_between_items(project, monkeypatch):
@@ -212,27 +213,58 @@ def test_sigkill_mid_stage_then_resume_annotates_exactly_once(project):
     assert store.integrity_ok(db)
 
 
-def test_workers_run_items_concurrently(project, monkeypatch):
-    # Three label threads: at some moment more than one item is inside process().
-    monkeypatch.setenv("MIKUPAL_TEST_LABEL_SLEEP", "0.05")
+def test_workers_run_items_concurrently(project):
+    # Three label threads: the first three items meet at a barrier, which only works when three
+    # items are inside process() at once (one thread would wait there until the timeout).
     db = project.db()
     add_fake_videos(db, 2)
-    active, peak, lock = [0], [0], threading.Lock()
+    barrier = threading.Barrier(3, timeout=60)
+    met = []
 
     class Watched(LabelStage):
         def process(self, task):
-            with lock:
-                active[0] += 1
-                peak[0] = max(peak[0], active[0])
-            try:
-                return super().process(task)
-            finally:
-                with lock:
-                    active[0] -= 1
+            if (task["segment_id"], task["run_index"]) in FIRST:
+                barrier.wait()
+                met.append(task["segment_id"])
+            return super().process(task)
 
+    Runner(project, [SplitStage]).run()
+    FIRST = [(sid, 0) for (sid,) in db.conn.execute("SELECT id FROM segments ORDER BY id LIMIT 3")]
     summary = Runner(project, [SplitStage, Watched], workers={"label": 3}).run()
     assert summary.ok and summary.stages["label"].ok == 16
-    assert peak[0] >= 2
+    assert len(met) == 3
+
+
+def test_async_stage_fans_out_on_the_executors_loop(project):
+    # An API-style stage (process_async): the executor keeps concurrency() items in flight on
+    # its own event loop; the stage owns no thread. Four items meet at an asyncio barrier.
+    import asyncio
+
+    db = project.db()
+    add_fake_videos(db, 2)
+    threads, loops = set(), set()
+
+    class AsyncLabel(LabelStage):
+        def load(self):
+            self.arrived, self.gate = 0, None
+
+        def concurrency(self):
+            return 4
+
+        async def process_async(self, task):
+            threads.add(threading.current_thread().name)
+            loops.add(id(asyncio.get_running_loop()))
+            if self.gate is None:
+                self.gate = asyncio.Event()
+            self.arrived += 1
+            if self.arrived >= 4:
+                self.gate.set()
+            await asyncio.wait_for(self.gate.wait(), timeout=60)
+            return LabelStage.process(self, task)
+
+    summary = Runner(project, [SplitStage, AsyncLabel]).run()
+    assert summary.ok and summary.stages["label"].ok == 16
+    assert len(loops) == 1 and len(threads) == 1 and next(iter(threads)).startswith("label-")
 
 
 def test_parsers_give_one_clear_line():
@@ -252,41 +284,60 @@ def test_parsers_give_one_clear_line():
 
 
 def test_devices_give_one_instance_per_device_per_worker(project):
-    r = Runner(project, [SplitStage, LabelStage], workers={"split": 2}, devices=["cuda:0", "cuda:1"])
-    r.order, r.classes = ["split", "label"], {"split": SplitStage, "label": LabelStage}
-    SplitStage.num_gpus = 1.0
-    try:
-        plan = r._plan("split")
-    finally:
-        SplitStage.num_gpus = 0.0
+    from mikupal.runner.plan import plan_stage
+
+    class GpuSplit(SplitStage):
+        num_gpus = 1.0
+
+    devices, workers = ["cuda:0", "cuda:1"], {"split": 2}
+    plan = plan_stage("split", GpuSplit, GpuSplit(project), workers, devices)
     assert sorted(plan.instances) == [("cuda:0", 1), ("cuda:0", 1), ("cuda:1", 1), ("cuda:1", 1)]
-    assert r._plan("label").instances == [("cpu", 1)]
+    assert plan_stage("label", LabelStage, LabelStage(project), workers, devices).instances == [("cpu", 1)]
 
 
-def test_a_stage_reporting_an_error_result_counts_as_failed(project):
-    # Like the emotion stage: an invalid model answer comes back as {"error": ...} and the
-    # stage's own commit stores the errors row; the runner counts it and tells listeners.
+def test_a_failed_item_keeps_its_detail_in_the_errors_row(project):
+    # Like the emotion stage with an invalid model answer: the stage raises StageError with the
+    # raw text as detail; the runner (not the stage) writes one errors row per item with it.
+    from mikupal.stage import StageError
+
     class Picky(LabelStage):
         def process(self, task):
             if task["run_index"] == 1:
-                return {"error": {"message": f"segment {task['segment_id']}: invalid answer; rerun to retry"}}
+                raise StageError(f"segment {task['segment_id']}: invalid answer; rerun to retry",
+                                 detail=f"raw answer {task['segment_id']}", path=f"clip-{task['segment_id']}.mp4")
             return super().process(task)
-
-        def commit(self, db, task, result):
-            if "error" in result:
-                store.record_error(db, self.name, result["error"]["message"], run_id=self.run_id,
-                                   segment_id=task["segment_id"])
-                return
-            super().commit(db, task, result)
 
     db = project.db()
     add_fake_videos(db, 2)
     events = []
     summary = Runner(project, [SplitStage, Picky], on_event=events.append).run()
     assert summary.stages["label"].ok == 8 and summary.stages["label"].failed == 8 and not summary.ok
-    errs = store.rows(db, "SELECT * FROM errors WHERE run_id=?", (summary.run_id,))
-    assert len(errs) == 8  # one per item, written by the stage, none added by the runner
+    errs = store.rows(db, "SELECT * FROM errors WHERE run_id=? ORDER BY segment_id", (summary.run_id,))
+    assert len(errs) == 8
+    assert all(e["detail"] == f"raw answer {e['segment_id']}" and e["path"] == f"clip-{e['segment_id']}.mp4"
+               for e in errs)
     assert sum(1 for e in events if e.kind == "item_error") == 8
+    # The successful answers are there; the failed ones are pending for the next run.
+    assert db.conn.execute("SELECT COUNT(*) FROM annotations WHERE run_index=1").fetchone()[0] == 0
+
+
+def test_commit_failure_rolls_back_the_whole_item(project):
+    # A commit that writes some rows and then fails leaves nothing behind, and the video's
+    # stage_state is failed (written by the runner in its own transaction).
+    from mikupal.stage import StageError
+
+    class HalfSplit(SplitStage):
+        def commit(self, db, task, result):
+            super().commit(db, task, result)
+            raise StageError(f"video {task['video_id']}: disk full while saving; free space and rerun")
+
+    db = project.db()
+    (vid,) = add_fake_videos(db, 1)
+    summary = Runner(project, [HalfSplit]).run()
+    assert summary.stages["split"].failed == 1
+    assert db.conn.execute("SELECT COUNT(*) FROM segments").fetchone()[0] == 0
+    assert store.get_stage_state(db, vid, "split")["status"] == "failed"
+    assert "disk full" in store.rows(db, "SELECT message FROM errors")[0]["message"]
 
 
 def test_cancel_does_not_wait_for_a_long_item(project, monkeypatch):

@@ -20,23 +20,6 @@ from ..stage import ModelMissingError, Stage, StageError
 from . import vad as vad_mod
 
 
-class _tx:
-    """The caller's transaction when one is open (the runner wraps commit in one), else our own."""
-
-    def __init__(self, db):
-        self.db = db
-        self.own = None
-
-    def __enter__(self):
-        if self.db.conn.in_transaction:
-            return self.db.conn
-        self.own = store.transaction(self.db)
-        return self.own.__enter__()
-
-    def __exit__(self, *exc):
-        return self.own.__exit__(*exc) if self.own else False
-
-
 def _video(db, video_id: int) -> dict:
     rows = store.rows(db, "SELECT id, path, sha256, duration_s FROM videos WHERE id=?", (video_id,))
     if not rows:
@@ -88,14 +71,14 @@ class _AudioStage(Stage):
         return {"video_id": v["id"], "path": v["path"], "sha256": v["sha256"], "duration_s": v["duration_s"],
                 "cache_key": self.cache_key(db, item_id)}
 
-    def _commit_state(self, db, task: dict, info: dict) -> None:
-        store.set_stage_state(db, task["video_id"], self.name, "done", cache_key=task["cache_key"], info=info)
 
 
 class SeparateStage(_AudioStage):
     name = "separate"
     config_sections = ("separate",)
     num_gpus = 0.5
+    _separator = None
+    _load_error: StageError | None = None  # a missing model is reported per video, the run goes on
 
     def load(self) -> None:
         self._separator, self._load_error = None, None
@@ -107,7 +90,7 @@ class SeparateStage(_AudioStage):
         sep = VocalSeparator(model, model_dir(self.project.models_dir),
                              segment_size=self.cfg["separate"]["segment_size"],
                              batch_size=self.cfg["separate"]["batch_size"],
-                             allow_download=bool(self.cfg["models"].get("allow_download", False)))
+                             allow_download=bool(self.cfg["models"]["allow_download"]))
         try:
             sep.load()
             self._separator = sep
@@ -117,13 +100,9 @@ class SeparateStage(_AudioStage):
     def process(self, task: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         model = self.cfg["separate"]["model"]
-        if model != "none" and getattr(self, "_separator", None) is None:
-            err = getattr(self, "_load_error", None)
-            if err is None:
-                self.load()
-                err = self._load_error
-            if err is not None:
-                raise type(err)(f"{task['path']}: {err}")
+        if model != "none" and self._separator is None:
+            err = self._load_error or StageError("the separation model is not loaded (load() was not called)")
+            raise type(err)(f"{task['path']}: {err}")
         mix = ensure_audio(self.project, task["path"], task["sha256"], stereo44=(model != "none"))
         out = {"model": model, "mix16k": mix["mix16k"], "mix44k": mix.get("mix44k")}
         if model == "none":
@@ -175,9 +154,8 @@ class SeparateStage(_AudioStage):
         os.replace(t16, v16)
         return {"vocals44k": str(v44), "vocals16k": str(v16)}
 
-    def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> None:
-        with _tx(db):
-            self._commit_state(db, task, result)
+    def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> dict:
+        return result
 
 
 class VadStage(_AudioStage):
@@ -202,9 +180,8 @@ class VadStage(_AudioStage):
         return {"engine": params.engine, "regions": [list(r) for r in regions], "duration_s": round(duration, 3),
                 "speech_s": round(speech, 3), "speech_ratio": round(speech / duration, 4) if duration else 0.0}
 
-    def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> None:
-        with _tx(db):
-            self._commit_state(db, task, result)
+    def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> dict:
+        return result
 
 
 class AsrStage(_AudioStage):
@@ -212,6 +189,8 @@ class AsrStage(_AudioStage):
     requires = ("vad",)
     config_sections = ("asr",)
     num_gpus = 1.0
+    _transcriber = None
+    _load_error: StageError | None = None  # a missing model fails only the videos that need Whisper
 
     def prepare(self, db, item_id: int) -> dict[str, Any]:
         from .subtitles import SubtitleError, find_sidecar, read_sidecar
@@ -245,7 +224,7 @@ class AsrStage(_AudioStage):
 
         try:
             path = resolve_model(a["model"], self.project.models_dir,
-                                 allow_download=bool(self.cfg["models"].get("allow_download", False)))
+                                 allow_download=bool(self.cfg["models"]["allow_download"]))
             guards = Guards(a["no_speech_threshold"], a["logprob_threshold"], a["compression_ratio_threshold"],
                             a["max_repeat_ngram"])
             # [asr] device wins; else the runner's device for this worker (cpu / cuda:N)
@@ -265,11 +244,9 @@ class AsrStage(_AudioStage):
                      "source": "subtitles"} for s, e, t in task["cues"]]
             return {"rows": rows, "info": {"source": "subtitles", "sidecar": task.get("sidecar"), "kept": len(rows),
                                            "dropped": 0, "seconds": round(time.perf_counter() - t0, 3)}}
-        if getattr(self, "_transcriber", None) is None:
-            if getattr(self, "_load_error", None) is None:
-                self.load()
-            if self._load_error is not None:
-                raise ModelMissingError(f"{task['path']}: {self._load_error}")
+        if self._transcriber is None:
+            err = self._load_error or StageError("the Whisper model is not loaded (load() was not called)")
+            raise type(err)(f"{task['path']}: {err}")
         regions = [tuple(r) for r in task["regions"]]
         if not regions:
             return {"rows": [], "info": {"source": "whisper", "kept": 0, "dropped": 0, "language": None,
@@ -282,12 +259,12 @@ class AsrStage(_AudioStage):
     def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> None:
         cols = ("start_s", "end_s", "text", "words_json", "language", "source", "avg_logprob", "no_speech_prob",
                 "compression_ratio", "dropped")
-        with _tx(db) as conn:
-            conn.execute("DELETE FROM transcripts WHERE video_id=?", (task["video_id"],))
-            conn.executemany(
-                f"INSERT INTO transcripts (video_id, {', '.join(cols)}) VALUES (?{', ?' * len(cols)})",
-                [(task["video_id"], *(r.get(c) for c in cols)) for r in result["rows"]])
-            self._commit_state(db, task, result["info"])
+        conn = db.conn
+        conn.execute("DELETE FROM transcripts WHERE video_id=?", (task["video_id"],))
+        conn.executemany(
+            f"INSERT INTO transcripts (video_id, {', '.join(cols)}) VALUES (?{', ?' * len(cols)})",
+            [(task["video_id"], *(r.get(c) for c in cols)) for r in result["rows"]])
+        return result["info"]
 
 
 def _annotated(db, video_id: int) -> int:
@@ -343,25 +320,10 @@ class SegmentsStage(_AudioStage):
 
     def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> None:
         cols = ("start_s", "end_s", "text", "words_json", "language", "snr_db", "status")
-        with _tx(db) as conn:
-            self._guard(db, task)  # annotations may have arrived since prepare
-            conn.execute("DELETE FROM segments WHERE video_id=?", (task["video_id"],))
-            conn.executemany(
-                f"INSERT INTO segments (video_id, {', '.join(cols)}) VALUES (?{', ?' * len(cols)})",
-                [(task["video_id"], *(r[c] for c in cols)) for r in result["rows"]])
-            self._commit_state(db, task, result["info"])
-
-
-STAGES: dict[str, type[Stage]] = {
-    "separate": SeparateStage,
-    "vad": VadStage,
-    "asr": AsrStage,
-    "segments": SegmentsStage,
-}
-
-
-def make_stage(name: str, project, device: str = "cpu") -> Stage:
-    try:
-        return STAGES[name](project, device=device)
-    except KeyError:
-        raise ValueError(f"unknown audio stage {name!r}; choose from {', '.join(STAGES)}") from None
+        conn = db.conn
+        self._guard(db, task)  # annotations may have arrived since prepare
+        conn.execute("DELETE FROM segments WHERE video_id=?", (task["video_id"],))
+        conn.executemany(
+            f"INSERT INTO segments (video_id, {', '.join(cols)}) VALUES (?{', ?' * len(cols)})",
+            [(task["video_id"], *(r[c] for c in cols)) for r in result["rows"]])
+        return result["info"]

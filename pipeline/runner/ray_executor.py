@@ -1,4 +1,4 @@
-"""The same stages on a Ray cluster: `mikupal run PROJECT --ray ADDRESS|auto|local`.
+"""The Ray executor: the same stages on a Ray cluster: `mikupal run PROJECT --ray ADDRESS|auto|local`.
 
 Only the execution moves: the driver still computes `pending`, `prepare`s tasks and
 `commit`s results into SQLite (SQLite is not shared storage; one writer). Each stage gets
@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .runner import Outcome, StagePlan, StageWorker, Work, to_outcome
+from .plan import StagePlan
+from .worker import Outcome, StageWorker, Work, to_outcome
 
 # Calls queued per actor beyond the one running: keeps actors busy without hoarding tasks.
 PER_ACTOR_QUEUE = 1
@@ -64,6 +65,16 @@ class _Actor:
         return self.worker.run(task)
 
 
+class _AsyncActor:
+    """The same for an async stage: Ray runs the actor's event loop, `max_concurrency` items at once."""
+
+    def __init__(self, factory, project, device: str):
+        self.worker = StageWorker(factory, project, device)
+
+    async def run(self, task: dict) -> tuple:
+        return await self.worker.run_async(task)
+
+
 class RayExecutor:
     """Executor with the ThreadExecutor's interface, dispatching to Ray actors."""
 
@@ -79,7 +90,7 @@ class RayExecutor:
         self.load: dict[str, dict[str, int]] = {}  # stage -> label -> calls in flight
         self.refs: dict[Any, tuple[Work, str]] = {}  # ObjectRef -> (work, actor label)
         self.gone: set[str] = set()  # actors that failed to load: no more tasks for them
-        self._remote = self.ray.remote(_Actor)
+        self._remote = {False: self.ray.remote(_Actor), True: self.ray.remote(_AsyncActor)}
 
     def add_stage(self, plan: StagePlan) -> None:
         self.plans[plan.name] = plan
@@ -109,9 +120,9 @@ class RayExecutor:
             # Ray pins a GPU actor to its GPU through CUDA_VISIBLE_DEVICES: inside, it is cuda:0.
             dev = "cuda:0" if num_gpus > 0 else ("cpu" if device.startswith("cuda") else device)
             o = dict(opts)
-            if n_threads > 1:
-                o["max_concurrency"] = n_threads  # a thread-safe stage: n calls at once per actor
-            handle = self._remote.options(**o).remote(plan.cls, self.project, dev)
+            if n_threads > 1 or plan.is_async:
+                o["max_concurrency"] = n_threads  # thread-safe or async: n calls at once per actor
+            handle = self._remote[plan.is_async].options(**o).remote(plan.cls, self.project, dev)
             actors.append((handle, f"{plan.name}-ray-{i}"))
         self.actors[plan.name] = actors
         self.load[plan.name] = {label: 0 for _, label in actors}
@@ -157,7 +168,7 @@ class RayExecutor:
             try:
                 reply = self.ray.get(ref)
             except Exception as e:  # noqa: BLE001 - the actor died past its retries, or Ray failed
-                reply = ("error", False, f"the Ray worker failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})", None)
+                reply = ("error", False, f"the Ray worker failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})", None, None)
             oc = to_outcome(work, reply, label)
             if oc.kind == "load_failed":
                 self.gone.add(label)
