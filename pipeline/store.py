@@ -165,8 +165,10 @@ MIGRATIONS: list[list[str]] = [
     [],
     # 4: (reserved) speakers
     [],
-    # 5: (reserved) source provenance
-    [],
+    # 5: where each video came from (mikupal.sources: yt-dlp download or .info.json sidecar)
+    [f"ALTER TABLE videos ADD COLUMN {col} TEXT" for col in (
+        "source_url", "source_id", "source_title", "source_uploader", "source_upload_date",
+        "source_license", "source_info_json")],
     # 6: (reserved) project safety / runner
     [],
 ]

@@ -26,17 +26,51 @@ def init(
 
 def add(
     project: Path = typer.Argument(..., help="Project folder."),
-    paths: List[Path] = typer.Argument(..., help="Video files or folders (searched recursively)."),
+    paths: List[str] = typer.Argument(..., help="Video files, folders (searched recursively) or http(s) URLs (downloaded with yt-dlp)."),
 ):
-    """Add videos by content hash (adding the same file twice does nothing)."""
+    """Add videos by content hash (adding the same file twice does nothing); URLs are
+    downloaded into PROJECT/sources/ (resumable, with yt-dlp's .info.json kept)."""
     from ..ingest import add_videos
 
     p = open_project(project)
     db = p.db()
-    report = add_videos(db, paths, on_line=lambda line: typer.echo(line, err=line.startswith("error:")))
+    with _download_progress() as progress:
+        report = add_videos(db, paths, on_line=lambda line: typer.echo(line, err=line.startswith(("error:", "warning:"))),
+                            download_dir=p.root / "sources", on_progress=progress)
     typer.echo(f"{len(report.added)} added, {len(report.already)} already present, {len(report.failed)} rejected")
     if report.failed:
         raise typer.Exit(2)
+
+
+class _download_progress:
+    """A rich bar on a terminal; in a log (no TTY) one line per downloaded file instead."""
+
+    def __enter__(self):
+        import sys
+
+        self.bar = None
+        self.done: set[str] = set()
+        if sys.stderr.isatty():
+            from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+            self.bar = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), transient=True)
+            self.tasks: dict[str, int] = {}
+            self.bar.start()
+        return self
+
+    def __call__(self, done: int, total, name: str) -> None:
+        if self.bar is not None:
+            if name not in self.tasks:
+                self.tasks[name] = self.bar.add_task(f"downloading {name}", total=total)
+            self.bar.update(self.tasks[name], completed=done, total=total)
+        elif total is not None and done >= total and name not in self.done:
+            self.done.add(name)
+            typer.echo(f"downloaded {name} ({done / 1e6:.1f} MB)", err=True)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False
 
 
 def status(
