@@ -1,9 +1,12 @@
-"""Two small file/process helpers shared across the pipeline (stdlib only: cheap to import)."""
+"""Small file/process helpers shared across the pipeline (stdlib only: cheap to import)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -29,3 +32,31 @@ def pid_alive(pid: int | None) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+@contextlib.contextmanager
+def atomic_write(dest: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `dest`; when the block ends cleanly it replaces `dest`.
+
+    The temporary name is unique per writer (mkstemp), so concurrent writers of the same
+    file never share one (each rename is atomic; the last one wins with a complete file).
+    On any failure the temporary file is removed and `dest` is untouched. The suffix is
+    kept, so writers that pick a format by extension (soundfile, PyAV) still can.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(dest: str | Path, text: str) -> None:
+    """Write a whole text file so readers see the old or the new content, never half."""
+    with atomic_write(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -1,4 +1,9 @@
-"""The utterance clip sent to the annotator: cut from the source video with PyAV.
+"""The utterance clip sent to the annotator: cut from the source through mikupal.media.
+
+Times are on the project clock (0 = the source's first presented frame or sample) and the
+speaker box is in displayed pixels (rotation and SAR applied), as every stage stores them;
+the clip shows the picture upright, and its audio is the chosen track ([media]
+audio_track) at exactly the segment's place, so the model hears what the label is for.
 
 The clip covers the segment (plus ``[clips] context_s`` each side), cropped around the active
 speaker when ``[clips] crop = "speaker"`` and a speaker box is known (else the full frame),
@@ -12,14 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
+
+from ..fileutil import write_text_atomic
+from ..media import MediaError, VideoReader, decode_span, probe, write_mp4, write_wav
 
 
 AUDIO_RATE = 16000  # what the annotators resample speech to anyway
@@ -37,11 +41,12 @@ class ClipSpec:
     video_sha: str
     start_s: float
     end_s: float
-    bbox: tuple[float, float, float, float] | None = None  # speaker face x1, y1, x2, y2 in source pixels
+    bbox: tuple[float, float, float, float] | None = None  # speaker face x1, y1, x2, y2, displayed pixels
     crop: str = "speaker"
     height: int = 360
     fps: float = 5.0
     context_s: float = 0.0
+    audio_track: str = "default"  # [media] audio_track
 
     @property
     def t0(self) -> float:
@@ -55,7 +60,9 @@ class ClipSpec:
         """Hash of everything that determines the clip's content (the index key)."""
         use_box = self.bbox if self.crop == "speaker" else None
         d = [self.video_sha, round(self.t0, 3), round(self.t1, 3), self.crop,
-             [round(float(v), 1) for v in use_box] if use_box else None, int(self.height), round(float(self.fps), 3), 1]
+             [round(float(v), 1) for v in use_box] if use_box else None, int(self.height), round(float(self.fps), 3), 2]
+        if str(self.audio_track) != "default":
+            d.append(str(self.audio_track))
         return hashlib.sha256(json.dumps(d).encode()).hexdigest()[:32]
 
 
@@ -103,73 +110,42 @@ def _even(n: float) -> int:
     return max(2, int(round(n / 2)) * 2)
 
 
-def _decode_audio(path: str, t0: float, t1: float) -> np.ndarray:
-    """Mono float32 at AUDIO_RATE for [t0, t1) (empty if the file has no audio)."""
-    with av.open(path) as c:
-        if not c.streams.audio:
-            return np.zeros(0, np.float32)
-        st = c.streams.audio[0]
-        res = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
-        if t0 > 1.0:
-            c.seek(int((t0 - 1.0) / st.time_base), stream=st)
-        chunks, first_t = [], None
-        for frame in c.decode(st):
-            if frame.time is not None and frame.time > t1 + 0.5:
-                break
-            for rf in res.resample(frame):
-                if first_t is None:
-                    first_t = rf.time if rf.time is not None else (frame.time or 0.0)
-                chunks.append(rf.to_ndarray().reshape(-1))
-        for rf in res.resample(None):
-            chunks.append(rf.to_ndarray().reshape(-1))
-    if not chunks:
-        return np.zeros(0, np.float32)
-    x = np.concatenate(chunks).astype(np.float32)
-    i0 = int(round((t0 - (first_t or 0.0)) * AUDIO_RATE))
-    n = int(round((t1 - t0) * AUDIO_RATE))
-    if i0 < 0:
-        x = np.concatenate([np.zeros(-i0, np.float32), x])
-        i0 = 0
-    out = x[i0: i0 + n]
-    return np.pad(out, (0, max(0, n - len(out))))
+def _decode_audio(path: str, t0: float, t1: float, audio_track: str = "default") -> np.ndarray:
+    """Mono float32 at AUDIO_RATE for [t0, t1) on the project clock (empty: no audio)."""
+    return decode_span(path, t0, t1, AUDIO_RATE, audio_track=audio_track)
 
 
 def _video_frames(path: str, spec: ClipSpec):
-    """Yield RGB frames at spec.fps over [t0, t1), cropped and scaled; None if no video stream."""
-    with av.open(path) as c:
-        if not c.streams.video:
-            return None
-        st = c.streams.video[0]
-        st.thread_type = "AUTO"
-        w, h = st.codec_context.width, st.codec_context.height
+    """(RGB frames at spec.fps over [t0, t1) cropped around the speaker, out_w, out_h), or
+    None for a file without video. The picture is read at the size the clip needs (a 4K
+    source is scaled by libswscale before it is cropped, never converted at full size)."""
+    if not probe(path).has_video:
+        return None
+    with VideoReader(path) as r:
+        W, H = r.display_size
         if spec.crop == "speaker" and spec.bbox is not None:
-            cx, cy, cw, ch = _crop_box(spec.bbox, w, h)
+            cx, cy, cw, ch = _crop_box(spec.bbox, W, H)
         else:
-            cx, cy, cw, ch = 0, 0, w, h
+            cx, cy, cw, ch = 0, 0, W, H
         out_h = _even(min(spec.height, ch))
         out_w = _even(cw * out_h / ch)
-        if spec.t0 > 0.5:
-            c.seek(int((spec.t0 - 0.5) / st.time_base), stream=st)
+        s = min(1.0, out_h / ch)  # read scale: the crop comes out at (about) the clip size
+        r.resize((max(2, int(round(W * s))), max(2, int(round(H * s)))))
+        box = (int(round(cx * s)), int(round(cy * s)), max(1, int(round(cw * s))), max(1, int(round(ch * s))))
         n_out = max(1, int(round((spec.t1 - spec.t0) * spec.fps)))
         targets = [spec.t0 + k / spec.fps for k in range(n_out)]
-        frames, k, last = [], 0, None
-        for frame in c.decode(st):
-            t = float(frame.time or 0.0)
-            if t < spec.t0 - 1e-6 and (k == 0):
-                last = frame
-                continue
-            while k < n_out and t + 1e-6 >= targets[k]:
-                src = frame if last is None or abs(t - targets[k]) <= abs(float(last.time or 0) - targets[k]) else last
-                img = src.to_ndarray(format="rgb24")[cy: cy + ch, cx: cx + cw]
-                frames.append(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(out_w, out_h))
-                k += 1
-            last = frame
-            if k >= n_out or t > spec.t1 + 1.0:
-                break
-        while k < n_out and last is not None and frames:  # source ended early: hold the last frame
-            frames.append(frames[-1])
-            k += 1
-        return frames, out_w, out_h
+        got: dict[int, np.ndarray] = {}
+        for fr in r.frames_at(targets):
+            x, y, w, h = box
+            got[fr.index] = np.ascontiguousarray(fr.image[y: y + h, x: x + w])
+    if not got:
+        return [], out_w, out_h
+    black = np.zeros_like(next(iter(got.values())))
+    frames, last = [], None
+    for k in range(n_out):
+        last = got.get(k, last)  # a picture lost to damage or past the end: hold the last one
+        frames.append(last if last is not None else black)  # before the video starts: black
+    return frames, out_w, out_h
 
 
 def cut_clip(spec: ClipSpec, out_dir: str | Path) -> Clip:
@@ -189,9 +165,11 @@ def cut_clip(spec: ClipSpec, out_dir: str | Path) -> Clip:
     if spec.t1 <= spec.t0:
         raise ClipError(f"empty time range {spec.start_s:.2f}-{spec.end_s:.2f} s; fix the segment times")
     try:
-        audio = _decode_audio(spec.video_path, spec.t0, spec.t1)
+        audio = _decode_audio(spec.video_path, spec.t0, spec.t1, spec.audio_track)
         vid = _video_frames(spec.video_path, spec)
-    except (av.error.FFmpegError, OSError) as e:
+    except MediaError as e:
+        raise ClipError(str(e)) from None
+    except OSError as e:
         raise ClipError(f"cannot read {spec.video_path} ({type(e).__name__}: {e}); re-add the file or remove it") from None
     if vid is None and not len(audio):
         raise ClipError(f"{spec.video_path} has neither video nor audio in {spec.t0:.2f}-{spec.t1:.2f} s")
@@ -200,19 +178,13 @@ def cut_clip(spec: ClipSpec, out_dir: str | Path) -> Clip:
     sha = _content_sha(vid if has_video else None, audio, spec.fps, suffix)
     final = out_dir / f"{sha}{suffix}"
     if not final.exists():
-        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=out_dir)
-        os.close(fd)
-        try:
-            _encode(tmp, vid if has_video else None, audio, spec.fps)
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _encode(str(final), vid if has_video else None, audio, spec.fps)
     clip = Clip(path=str(final), sha=sha, size_bytes=final.stat().st_size, duration_s=round(spec.t1 - spec.t0, 3),
                 has_video=has_video, mime_type=VIDEO_MIME if has_video else AUDIO_MIME)
-    tmpk = key_file.with_suffix(f".{os.getpid()}.tmp")
-    tmpk.write_text(json.dumps(clip.__dict__))
-    os.replace(tmpk, key_file)
+    try:  # parallel cuts of one segment each write a whole entry under their own temp name
+        write_text_atomic(key_file, json.dumps(clip.__dict__))
+    except OSError:
+        pass  # the index only saves a re-decode; the clip itself is complete
     return clip
 
 
@@ -227,78 +199,33 @@ def _content_sha(vid, audio: np.ndarray, fps: float, suffix: str) -> str:
         frames, w, ht = vid
         h.update(f"|{w}x{ht}|{len(frames)}|".encode())
         for f in frames:
-            h.update(np.ascontiguousarray(f.to_ndarray(format="rgb24")).tobytes())
+            h.update(f.shape.__repr__().encode())
+            h.update(np.ascontiguousarray(f).tobytes())
     h.update(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
     return h.hexdigest()
 
 
 def _encode(path: str, vid, audio: np.ndarray, fps: float) -> None:
+    """The clip file: WAV for audio-only sources, else H.264 + AAC mono (written atomically)."""
     if path.endswith(".wav"):
-        import wave
-
-        with wave.open(path, "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(AUDIO_RATE)
-            w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+        write_wav(path, audio, AUDIO_RATE)
         return
-    fmt = "mp4" if path.endswith(".mp4") else "ipod"
-    with av.open(path, mode="w", format=fmt) as out:
-        out.metadata.clear() if hasattr(out.metadata, "clear") else None
-        vs = None
-        if vid is not None:
-            frames, w, h = vid
-            rate = Fraction(fps).limit_denominator(1000)
-            vs = out.add_stream("libx264", rate=rate)
-            vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-            vs.options = {"preset": "veryfast", "crf": "26", "threads": "1"}
-        as_ = None
-        if len(audio):
-            as_ = out.add_stream("aac", rate=AUDIO_RATE)
-            as_.layout = "mono"
-            as_.bit_rate = 48000
-        if vs is not None:
-            for i, f in enumerate(frames):
-                f = f.reformat(format="yuv420p")
-                f.pts = i
-                f.time_base = 1 / Fraction(fps).limit_denominator(1000)
-                for p in vs.encode(f):
-                    out.mux(p)
-            for p in vs.encode(None):
-                out.mux(p)
-        if as_ is not None:
-            pcm = audio.reshape(1, -1).astype(np.float32)
-            step = 1024
-            for i0 in range(0, pcm.shape[1], step):
-                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, i0: i0 + step]), format="flt", layout="mono")
-                af.sample_rate = AUDIO_RATE
-                af.pts = i0
-                af.time_base = Fraction(1, AUDIO_RATE)
-                for p in as_.encode(af):
-                    out.mux(p)
-            for p in as_.encode(None):
-                out.mux(p)
+    frames, w, h = vid if vid is not None else (None, 0, 0)
+    write_mp4(path, frames, fps, audio, AUDIO_RATE, crf=26, preset="veryfast", size=(w, h) if vid else None)
 
 
 def read_audio(clip_path: str) -> np.ndarray:
     """The clip's audio as mono float32 at AUDIO_RATE (for the baseline and OpenAI backends)."""
-    with av.open(clip_path) as c:
-        dur = float(c.duration / av.time_base) if c.duration else 1e9
-    return _decode_audio(clip_path, 0.0, dur)
+    return decode_span(clip_path, 0.0, None, AUDIO_RATE)
 
 
 def sample_frames(clip_path: str, every_s: float = 1.0, max_frames: int = 8) -> list[np.ndarray]:
     """RGB frames about every `every_s` seconds (for backends that take images)."""
-    out: list[np.ndarray] = []
-    with av.open(clip_path) as c:
-        if not c.streams.video:
-            return out
-        next_t = 0.0
-        for frame in c.decode(c.streams.video[0]):
-            t = float(frame.time or 0.0)
-            if t + 1e-6 >= next_t:
-                out.append(frame.to_ndarray(format="rgb24"))
-                next_t += every_s
-                if len(out) >= max_frames:
-                    break
-    return out
+    try:
+        reader = VideoReader(clip_path)
+    except MediaError:
+        return []
+    with reader as r:
+        dur = probe(clip_path).duration_s
+        times = [k * every_s for k in range(max_frames) if k * every_s < max(dur, 1e-3)]
+        return [f.image for f in r.frames_at(times)]
