@@ -54,8 +54,12 @@ def build_tiny_mdx(directory: Path, band_hz: tuple[float, float] = (250.0, 4000.
     return path
 
 
-def build_tiny_whisper(out: Path) -> Path:
-    """A 2+2-layer, d_model 64 Whisper with random weights, converted to CTranslate2 in `out`."""
+def build_tiny_whisper(out: Path, says: str | None = None) -> Path:
+    """A 2+2-layer, d_model 64 Whisper with random weights, converted to CTranslate2 in `out`.
+
+    With `says` (one token of the tiny vocabulary) the decoder's last layer norm emits a constant
+    aligned with that token's embedding, so every step predicts it: the model "transcribes" any
+    audio as that word repeated, and a test knows what text each clip must come back with."""
     import ctranslate2
     import torch
     from faster_whisper.tokenizer import _LANGUAGE_CODES
@@ -83,7 +87,17 @@ def build_tiny_whisper(out: Path) -> Path:
                             encoder_ffn_dim=128, decoder_ffn_dim=128, max_source_positions=1500,
                             max_target_positions=448, decoder_start_token_id=sot, eos_token_id=eot,
                             pad_token_id=eot, bos_token_id=eot, suppress_tokens=[], begin_suppress_tokens=[eot])
-        WhisperForConditionalGeneration(cfg).save_pretrained(src)
+        net = WhisperForConditionalGeneration(cfg)
+        if says is not None:
+            word = tok.token_to_id(says)
+            assert word is not None, f"{says!r} is not one token of the tiny vocabulary"
+            with torch.no_grad():
+                emb = net.model.decoder.embed_tokens.weight  # tied with the output projection
+                emb[word] = torch.nn.functional.normalize(torch.randn(cfg.d_model), dim=0)
+                ln = net.model.decoder.layer_norm
+                ln.weight.zero_()
+                ln.bias.copy_(8.0 * emb[word])
+        net.save_pretrained(src)
         WhisperFeatureExtractor(feature_size=80).save_pretrained(src)
         ctranslate2.converters.TransformersConverter(
             str(src), copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(str(out), force=True)
@@ -242,6 +256,12 @@ def tiny_mdx(audio_models_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_whisper(audio_models_dir) -> Path:
     return build_tiny_whisper(audio_models_dir / "whisper" / "tiny-random")
+
+
+@pytest.fixture(scope="session")
+def parrot_whisper(audio_models_dir) -> Path:
+    """The tiny Whisper that hears "hello" in everything (see build_tiny_whisper)."""
+    return build_tiny_whisper(audio_models_dir / "whisper" / "tiny-parrot", says="hello")
 
 
 @pytest.fixture()

@@ -3,6 +3,8 @@
 - `shared_models`: the real third-party weights (../shared/models), or a skip saying why.
 - `demo_clip`: the synthetic two-face talking clip (built once per session).
 - `project`: a fresh MIKU-PAL project folder with its project.db.
+- skip_policy's hooks: a skip for anything but an optional item fails, and the run ends with
+  a "skipped, by reason" block.
 """
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from skip_policy import pytest_make_collect_report, pytest_runtest_makereport, pytest_terminal_summary  # noqa: F401
+
 # Widgets render without a display unless a test asks for the X server (make test runs Xvfb).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("MIKUPAL_AUDIO", "none")
 
 REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["pytester"]  # tests/test_skips_policy.py runs the skip hooks on small test files
 
 
 def _shared_models_dir() -> Path:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audio_fixtures import (run_stages, add_video, audio_models_dir, audio_project, speech_scene, tiny_whisper,  # noqa: F401
-                            write_video)
+from audio_fixtures import (run_stages, add_video, audio_models_dir, audio_project, parrot_whisper,  # noqa: F401
+                            speech_scene, tiny_whisper, write_video)
 from mikupal import store
 from mikupal.audio.asr import (Guards, WhisperTranscriber, clips_from_regions, compression_ratio,
                                 max_ngram_repeats, resolve_model)
@@ -46,9 +46,32 @@ def test_tiny_whisper_transcribes_within_the_clips(scene16k, tiny_whisper, batch
     assert info["clips"] == 2 and info["batched"] is batched and info["compute_type"] == "int8"
     _check_rows(rows, regions)  # random weights emit wild timestamps: all clamped into their clip
     assert all(r.language == info["language"] for r in rows)
-    if not batched:
+    assert info["kept"] + info["dropped"] == len(rows)
+    if not batched:  # (batched decoding of random weights gives empty texts: the parrot test below has rows)
         assert rows, "sequential decoding of two clips returned nothing"
         assert all(r.dropped in (None, "no_speech", "compression_ratio", "repeated_ngram", "outside_clip") for r in rows)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_every_clip_comes_back_with_what_the_model_says(scene16k, parrot_whisper, batched):
+    """A model that hears "hello" in everything: each clip must come back as its own row(s) of
+    "hello" repeated up to the decoder's length limit, which the compression guard drops."""
+    path, regions = scene16k
+    t = WhisperTranscriber(parrot_whisper, device="cpu", compute_type="int8", beam_size=1, batched=batched,
+                           temperatures=(0.0,))
+    t.load()
+    rows, info = t.transcribe_wav(path, regions)
+    clips = clips_from_regions(regions)
+    assert len(clips) == 2
+    for a, b in clips:
+        mine = [r for r in rows if a - 1e-3 <= r.start_s <= r.end_s <= b + 1e-3]
+        assert mine, f"clip {a:.2f}-{b:.2f} s came back with no row: {rows}"
+    assert len(rows) == sum(any(a - 1e-3 <= r.start_s <= r.end_s <= b + 1e-3 for a, b in clips) for r in rows)
+    for r in rows:
+        assert r.text.startswith("hellohello") and r.text.replace("hello", "") == "", r.text[:60]
+        assert r.dropped == "compression_ratio"
+        assert "".join(w["word"] for w in r.words).strip() == r.text
+    assert (info["kept"], info["dropped"]) == (0, len(rows))
 
 
 def test_forced_language_skips_detection(scene16k, tiny_whisper):
@@ -95,12 +118,12 @@ def _pipeline_video(tmp_path, lines=("hello there how are you doing today", "ple
     return write_video(tmp_path / "talk.mp4", mix, 48000), truth
 
 
-def test_asr_stage_stores_whisper_rows(tmp_path, audio_project, tiny_whisper):
+def test_asr_stage_stores_whisper_rows(tmp_path, audio_project, parrot_whisper):
     video, _ = _pipeline_video(tmp_path, ["hello there how are you doing today"])
     vid = add_video(audio_project, video)
     c = audio_project.config
     c["separate"]["model"] = "none"
-    c["asr"].update(model="tiny-random", source="auto", beam_size=1, batched=False)
+    c["asr"].update(model="tiny-parrot", source="auto", beam_size=1, batched=False)
     summary = run_stages(audio_project, ["separate", "vad", "asr"])
     assert summary["asr"] == {"done": 1, "failed": 0}, store.rows(audio_project.db(), "SELECT * FROM errors")
     db = audio_project.db()
@@ -110,7 +133,9 @@ def test_asr_stage_stores_whisper_rows(tmp_path, audio_project, tiny_whisper):
     regions = store.get_stage_state(db, vid, "vad")["info"]["regions"]
     for r in rows:
         assert r["source"] == "whisper" and r["language"] == info["language"]
-        assert isinstance(json.loads(r["words_json"]), list)
+        words = json.loads(r["words_json"])  # the parrot's one long "word" per row, inside the row
+        assert "".join(w["word"] for w in words).strip() == r["text"] and r["text"].startswith("hellohello")
+        assert all(r["start_s"] - 1e-3 <= w["start"] <= w["end"] <= r["end_s"] + 1e-3 for w in words)
         assert any(a - 1e-3 <= r["start_s"] <= r["end_s"] <= b + 1e-3 for a, b in clips_from_regions(regions))
     # a config change re-runs the stage, which replaces this video's rows (no duplicates)
     c["asr"]["batched"] = True

@@ -1,16 +1,16 @@
 """`mikupal review-stats` on a project with three raters, skips, gaps and a changed mind."""
 import json
 
+import krippendorff  # independent reference (dev extra)
 import numpy as np
 import pytest
+import statsmodels.stats.inter_rater as inter_rater  # independent reference (dev extra)
 from eval_fixture import add_annotation, add_review, add_segment, add_video
 from typer.testing import CliRunner
 
 from mikupal import metrics, review_stats
 from mikupal.cli import app
 
-krippendorff = pytest.importorskip("krippendorff", reason="krippendorff is in the dev extra")
-inter_rater = pytest.importorskip("statsmodels.stats.inter_rater", reason="statsmodels is in the dev extra")
 
 # annotation -> (primary emotion, {rater: verdict}); absent rater = never saw it
 PLAN = [

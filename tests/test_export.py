@@ -128,8 +128,8 @@ def test_mix_option_cuts_from_the_original_audio(proj, clips, tmp_path):
 
 
 def test_hf_audiofolder_loads_with_datasets(proj, clips, built, tmp_path, monkeypatch):
-    datasets = pytest.importorskip("datasets", reason="datasets is in the dev extra")
-    pytest.importorskip("torchcodec", reason="datasets decodes Audio columns with torchcodec (dev extra)")
+    import datasets  # dev extra, like torchcodec, which datasets decodes Audio columns with
+    import torchcodec  # noqa: F401
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     expected = assign_splits([{"video_sha": c.sha} for c in clips], [0.5, 0.25, 0.25], 0)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pytestqt", reason="pytest-qt is not installed (pip install -e .[dev])")
 from PySide6.QtCore import QSettings, QTimer  # noqa: E402
 
 from mikupal import models  # noqa: E402

@@ -13,7 +13,6 @@ os.environ["MIKUPAL_AUDIO"] = "none"
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-pytest.importorskip("pytestqt", reason="pytest-qt is needed for GUI tests (pip install -e .[dev])")
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtGui import QColor  # noqa: E402
 
@@ -224,7 +223,8 @@ def _use_backend(backend, monkeypatch):
         monkeypatch.setenv("MIKUPAL_PLAYER", "av")
         return
     monkeypatch.delenv("MIKUPAL_PLAYER", raising=False)
-    vlc = pytest.importorskip("vlc", reason="python-vlc is not installed")
+    import vlc  # python-vlc is a dependency; libVLC itself is optional (README)
+
     if vlc.Instance(["--aout=dummy", "--quiet"]) is None:
         pytest.skip("libVLC is not installed (apt install vlc)")
 

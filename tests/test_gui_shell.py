@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pytestqt", reason="pytest-qt is not installed (pip install -e .[dev])")
 from PySide6.QtCore import QSettings, Qt, QTimer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -333,7 +332,6 @@ def test_dashboard_shows_rationality_with_intervals_and_agreement(qtbot, small):
 
 
 def test_emotion_map_click_opens_the_answer(qtbot, small):
-    pytest.importorskip("sklearn", reason="the emotion map's t-SNE needs scikit-learn")
     from mikupal_gui.dashboard import compute_map, EmotionMap
 
     points = compute_map(small.db_path)
@@ -635,7 +633,6 @@ def test_without_a_display_mikupal_gui_says_so_in_one_line(small, tmp_path):
 # ---- the review workspace inside the window ---------------------------------------------------
 
 def test_verdicts_given_in_the_review_tab_show_in_the_table_and_undo(qtbot, tmp_path, settings):
-    pytest.importorskip("mikupal_gui.review", reason="the review workspace is not in this build")
     from PySide6.QtTest import QTest
     from mikupal.project import Project
     from review_fixture import build_project

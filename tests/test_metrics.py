@@ -6,10 +6,11 @@ import pytest
 
 from mikupal import metrics
 
-sk = pytest.importorskip("sklearn.metrics", reason="scikit-learn is a core dependency")
-inter_rater = pytest.importorskip("statsmodels.stats.inter_rater", reason="statsmodels is in the dev extra")
-krippendorff = pytest.importorskip("krippendorff", reason="krippendorff is in the dev extra")
-proportion = pytest.importorskip("statsmodels.stats.proportion", reason="statsmodels is in the dev extra")
+# independent references: scikit-learn (core), statsmodels and krippendorff (dev extra)
+import krippendorff  # noqa: E402
+import sklearn.metrics as sk  # noqa: E402
+import statsmodels.stats.inter_rater as inter_rater  # noqa: E402
+import statsmodels.stats.proportion as proportion  # noqa: E402
 
 # Wikipedia "Fleiss' kappa" worked example: 10 subjects, 14 raters, 5 categories.
 WIKI_TABLE = [

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import ray  # the cluster extra: make test installs it (README: already in .venv)
 
 from mikupal import store
 from mikupal.project import Project
@@ -10,7 +11,6 @@ from mikupal.runner import Runner
 import runner_stages
 from runner_stages import BrokenLoadStage, LabelStage, SplitStage, add_fake_videos
 
-ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'mikupal[cluster]')")
 
 
 def _rows(db):
