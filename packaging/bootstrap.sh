@@ -35,5 +35,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first, pinned, so no other package drags in a different build.
   .venv/bin/python -m pip install -q -c packaging/constraints.txt torch torchvision
   .venv/bin/python -m pip install -q -c packaging/constraints.txt -e ".[$EXTRAS]"
+  # The speaker encoder (GE2E weights inside the wheel) without its sdist-only `webrtcvad`
+  # requirement: webrtcvad-wheels (a dependency above) provides the same module, and
+  # librosa/scipy/torch are dependencies of MIKU-PAL already.
+  .venv/bin/python -m pip install -q --no-deps "resemblyzer==0.1.4"
   echo "$want" > "$stamp"
 fi

@@ -42,7 +42,7 @@ import hashlib
 import json
 from typing import Any, Iterable
 
-STAGE_ORDER = ("separate", "vad", "asr", "segments", "faces", "asd", "emotion")
+STAGE_ORDER = ("separate", "vad", "asr", "segments", "faces", "asd", "speakers", "emotion")
 
 
 class StageError(Exception):

@@ -22,6 +22,7 @@ STAGES: dict[str, str] = {
     "segments": "mikupal.audio.stages:SegmentsStage",
     "faces": "mikupal.vision.stages:FacesStage",
     "asd": "mikupal.vision.stages:AsdStage",
+    "speakers": "mikupal.speakers.stage:SpeakersStage",
     "emotion": "mikupal.emotion.stage:EmotionStage",
 }
 

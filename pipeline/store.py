@@ -163,8 +163,30 @@ MIGRATIONS: list[list[str]] = [
     ["ALTER TABLE runs ADD COLUMN pid INTEGER"],
     # 3: (reserved) the LLM stage: batch jobs, exact cost columns
     [],
-    # 4: (reserved) speakers
-    [],
+    # 4: speakers (the `speakers` stage; corrections in the app). Embeddings are float16
+    # little-endian unit vectors (resemblyzer GE2E: 256 dims, 512 bytes), kept out of
+    # `segments` so SELECT * there stays small and JSON-able.
+    [
+        """CREATE TABLE speakers (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            name_source TEXT NOT NULL DEFAULT 'auto' CHECK (name_source IN ('auto','user')),
+            embedding BLOB,
+            embedding_model TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE segment_voices (
+            segment_id INTEGER PRIMARY KEY REFERENCES segments(id) ON DELETE CASCADE,
+            model TEXT NOT NULL,
+            embedding BLOB NOT NULL,
+            voiced_s REAL NOT NULL
+        )""",
+        "ALTER TABLE segments ADD COLUMN speaker_id INTEGER REFERENCES speakers(id) ON DELETE SET NULL",
+        "ALTER TABLE segments ADD COLUMN speaker_source TEXT",
+        "ALTER TABLE segments ADD COLUMN speaker_score REAL",
+        "CREATE INDEX segments_speaker ON segments(speaker_id)",
+    ],
     # 5: where each video came from (mikupal.sources: yt-dlp download or .info.json sidecar)
     [f"ALTER TABLE videos ADD COLUMN {col} TEXT" for col in (
         "source_url", "source_id", "source_title", "source_uploader", "source_upload_date",

@@ -1,0 +1,235 @@
+"""Speakers: real GE2E embeddings of synthesised voices through the real Runner and SQLite.
+
+Ground truth comes from the generator (which espeak-ng voice said each segment), never from
+the code under test.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mikupal import store
+from mikupal.project import Project
+from mikupal.speakers import table
+from mikupal.speakers.cluster import Segment, cluster_video, link_clusters
+from mikupal.stage import ModelMissingError
+
+import speakers_fixture as F
+
+pytest.importorskip("resemblyzer")
+
+
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory):
+    """The three-voice project after one speakers run (built once: embedding takes a while)."""
+    base = tmp_path_factory.mktemp("speakers")
+    proj, truth, by_video = F.build(base / "proj", base)
+    F.run(proj)
+    return proj, truth, by_video
+
+
+def _copy_project(src: Project, dst):
+    """A private copy of the module's project for tests that change it (SQLite backup API)."""
+    import shutil
+
+    shutil.copytree(src.root, dst, ignore=shutil.ignore_patterns("project.db*"))
+    a, b = src.db(), store.connect(dst / "project.db", migrate=False)
+    a.conn.backup(b.conn)
+    a.conn.close(), b.conn.close()
+    return Project.open(dst)
+
+
+def _voice_of_speaker(assigned, truth):
+    out: dict[int, set] = {}
+    for seg, spk in assigned.items():
+        out.setdefault(spk, set()).add(truth[seg])
+    return out
+
+
+def test_one_id_per_voice_across_videos(voices):
+    proj, truth, by_video = voices
+    assigned = F.assignments(proj)
+    assert all(spk is not None for spk in assigned.values()), assigned
+    p = F.purity(assigned, truth)
+    print(f"speaker purity {p:.3f} over {len(truth)} segments, 3 voices, 2 videos")
+    assert p == 1.0
+    per_speaker = _voice_of_speaker(assigned, truth)
+    assert sorted(sorted(v) for v in per_speaker.values()) == [["A"], ["B"], ["C"]]
+    # voice A spoke in both files: one id there, not one per file
+    v1, v2 = sorted(by_video)
+    a_ids = {assigned[s] for s in by_video[v1] + by_video[v2] if truth[s] == "A"}
+    assert len(a_ids) == 1
+    db = proj.db()
+    try:
+        infos = {r[0]: json.loads(r[1]) for r in db.conn.execute(
+            "SELECT video_id, info_json FROM stage_state WHERE stage='speakers' AND status='done'")}
+        names = store.rows(db, "SELECT id, name, name_source, length(embedding) AS n FROM speakers ORDER BY id")
+        spk = store.rows(db, table.SEGMENT_SPEAKER_SQL, (by_video[v1][0],))[0]
+    finally:
+        db.conn.close()
+    assert infos[v2]["linked"] == 1 and infos[v2]["new_speakers"] == 1 and infos[v1]["new_speakers"] == 2
+    assert [n["name"] for n in names] == [f"Speaker {n['id']}" for n in names]
+    assert all(n["n"] == 512 for n in names)  # float16 x 256
+    assert spk == {"speaker_id": assigned[by_video[v1][0]], "speaker_name": f"Speaker {assigned[by_video[v1][0]]}"}
+
+
+def test_rerun_reuses_embeddings_and_keeps_ids(voices, tmp_path):
+    proj, truth, _ = voices
+    before = F.assignments(proj)
+    proj2 = _copy_project(proj, tmp_path / "p")
+    proj2 = Project.open(proj2.root, ["speakers.link_threshold=0.83"])  # a config change: stale key
+    summary = F.run(proj2)
+    assert summary.stages["speakers"].ok == 2
+    assert F.assignments(proj2) == before
+    db = proj2.db()
+    try:
+        infos = [json.loads(r[0]) for r in db.conn.execute("SELECT info_json FROM stage_state WHERE stage='speakers'")]
+    finally:
+        db.conn.close()
+    assert sum(i["reused"] for i in infos) == len(truth) and sum(i["embedded"] for i in infos) == 0
+    # nothing stale: a second run has no work
+    assert F.run(proj2).stages["speakers"].total == 0
+
+
+def test_corrections_are_kept_by_a_rerun(voices, tmp_path):
+    proj, truth, by_video = voices
+    proj2 = _copy_project(proj, tmp_path / "p")
+    db = proj2.db()
+    try:
+        seg_b = next(s for s in sorted(truth) if truth[s] == "B")
+        old = table.segment_speaker(db, seg_b)["speaker_id"]
+        new = table.split_segments(db, [seg_b], name="Mallory")
+        table.rename_speaker(db, old, "  Bob   the  builder ")
+    finally:
+        db.conn.close()
+    proj2 = Project.open(proj2.root, ["speakers.cluster_threshold=0.79"])
+    F.run(proj2)
+    db = proj2.db()
+    try:
+        assert table.segment_speaker(db, seg_b) == {"speaker_id": new, "speaker_name": "Mallory"}
+        other_b = [s for s in truth if truth[s] == "B" and s != seg_b]
+        assert {table.segment_speaker(db, s)["speaker_name"] for s in other_b} == {"Bob the builder"}
+        src = db.conn.execute("SELECT speaker_source FROM segments WHERE id=?", (seg_b,)).fetchone()[0]
+    finally:
+        db.conn.close()
+    assert src == "user"
+
+
+def test_merge_split_move_in_the_store(voices, tmp_path):
+    proj, truth, _ = voices
+    proj2 = _copy_project(proj, tmp_path / "p")
+    db = proj2.db()
+    try:
+        ids = {truth[s]: table.segment_speaker(db, s)["speaker_id"] for s in truth}
+        a, b, c = ids["A"], ids["B"], ids["C"]
+        before = F.assignments(proj2)
+        with pytest.raises(table.SpeakerEditError, match="speaker 999"):
+            table.merge_speakers(db, a, 999)
+        with pytest.raises(table.SpeakerEditError, match="itself"):
+            table.merge_speakers(db, a, a)
+        with pytest.raises(table.SpeakerEditError, match="empty"):
+            table.rename_speaker(db, a, "   ")
+        with pytest.raises(table.SpeakerEditError, match="segment 99999"):
+            table.split_segments(db, [min(truth), 99999])
+        assert F.assignments(proj2) == before  # failed edits changed nothing
+        assert db.conn.execute("SELECT COUNT(*) FROM speakers").fetchone()[0] == 3
+
+        n = table.merge_speakers(db, c, a)
+        assert n == sum(1 for v in truth.values() if v == "C")
+        assert db.conn.execute("SELECT COUNT(*) FROM speakers WHERE id=?", (c,)).fetchone()[0] == 0
+        members = [s for s in truth if truth[s] in "AC"]
+        assert {table.segment_speaker(db, s)["speaker_id"] for s in members} == {a}
+        # the merged speaker's centroid is the normalised mean of its segments' voices
+        vecs = np.stack([np.frombuffer(db.conn.execute("SELECT embedding FROM segment_voices WHERE segment_id=?",
+                                                       (s,)).fetchone()[0], "<f2").astype(np.float64) for s in members])
+        want = vecs.mean(0) / np.linalg.norm(vecs.mean(0))
+        got = np.frombuffer(db.conn.execute("SELECT embedding FROM speakers WHERE id=?", (a,)).fetchone()[0], "<f2")
+        assert np.allclose(got, want, atol=2e-3)
+
+        seg_c = [s for s in truth if truth[s] == "C"]
+        new = table.split_segments(db, seg_c)
+        assert {table.segment_speaker(db, s)["speaker_name"] for s in seg_c} == {f"Speaker {new}"}
+        moved = table.move_segments(db, seg_c[:1], b)
+        assert moved == 1 and table.segment_speaker(db, seg_c[0])["speaker_id"] == b
+        listed = {r["id"]: r for r in table.list_speakers(db)}
+        assert listed[new]["n_segments"] == len(seg_c) - 1 and listed[b]["n_videos"] == 2
+    finally:
+        db.conn.close()
+
+
+# ---- clustering rules on hand-built vectors --------------------------------------------------
+
+def _vec(cos_to_e0: float, axis: int) -> np.ndarray:
+    """A unit vector at a given cosine from e0, leaning toward another axis."""
+    v = np.zeros(16)
+    v[0], v[axis] = cos_to_e0, np.sqrt(1 - cos_to_e0 ** 2)
+    return v
+
+
+def test_faces_on_screen_together_are_two_people():
+    # Two voices similar enough to merge (cosine 0.9) but their face tracks co-occur.
+    x, y = _vec(1.0, 1), _vec(0.9, 1)
+    segs = [Segment(1, 0, 2, x, track_id=10), Segment(2, 3, 5, y, track_id=20)]
+    assert cluster_video(segs, cluster_threshold=0.8) == [[1, 2]]  # voice alone merges them
+    spans = {10: (0.0, 6.0), 20: (1.0, 6.0)}
+    assert cluster_video(segs, cluster_threshold=0.8, track_spans=spans) == [[1], [2]]
+    spans_apart = {10: (0.0, 2.5), 20: (2.6, 6.0)}  # one after the other: may be one person
+    assert cluster_video(segs, cluster_threshold=0.8, track_spans=spans_apart) == [[1, 2]]
+
+
+def test_a_face_track_groups_its_segments_unless_the_voice_disagrees():
+    # Three segments on one track at cosine 0.72 to each other: below the voice threshold,
+    # above face_voice_min; a fourth on the track is another voice (ASD picked the wrong face).
+    e = np.eye(16)
+    base = e[0]
+    near = [0.85 * base + np.sqrt(1 - 0.85 ** 2) * e[k] for k in (1, 2, 3)]  # pairwise 0.7225
+    far = e[5]
+    segs = [Segment(i + 1, i, i + 1, v, track_id=7) for i, v in enumerate(near)] + [Segment(4, 5, 6, far, track_id=7)]
+    assert cluster_video(segs, cluster_threshold=0.8, face_voice_min=0.65) == [[1, 2, 3], [4]]
+    no_face = [Segment(s.id, s.start_s, s.end_s, s.embedding) for s in segs]
+    assert cluster_video(no_face, cluster_threshold=0.8) == [[1], [2], [3], [4]]
+
+
+def test_linking_is_one_to_one_and_thresholded():
+    e = np.eye(4)
+    speakers = {1: e[0], 2: e[1]}
+    # both clusters are closest to speaker 1; the better one gets it, the other is new
+    c1, c2 = _unit(e[0] + 0.1 * e[2]), _unit(e[0] + 0.4 * e[2])
+    assert link_clusters([c2, c1], speakers, link_threshold=0.82) == [None, 1]
+    assert link_clusters([e[3]], speakers, link_threshold=0.82) == [None]
+
+
+def _unit(v):
+    return v / np.linalg.norm(v)
+
+
+# ---- the encoder's weights -------------------------------------------------------------------
+
+def test_weights_from_the_models_dir_win_and_missing_ones_say_what_to_do(tmp_path, monkeypatch):
+    from mikupal.speakers import encoder
+
+    shipped = encoder.find_weights(tmp_path)
+    assert shipped.name == "pretrained.pt" and shipped.parent.name == "resemblyzer" and shipped.stat().st_size > 10e6
+    own = tmp_path / "resemblyzer" / "pretrained.pt"
+    own.parent.mkdir()
+    own.write_bytes(shipped.read_bytes())
+    assert encoder.find_weights(tmp_path) == own
+    own.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelMissingError) as e:
+        encoder.SpeakerEncoder(tmp_path)
+    assert str(own) in str(e.value) and "\n" not in str(e.value)
+    monkeypatch.setattr(encoder.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelMissingError, match=r"pip install --no-deps 'resemblyzer==0\.1\.4'") as e:
+        encoder.find_weights(tmp_path / "empty")
+    assert "\n" not in str(e.value)
+
+
+def test_silence_has_no_voice():
+    from mikupal.speakers.encoder import SpeakerEncoder
+
+    enc = SpeakerEncoder(None)
+    assert enc.embed(np.zeros(16000, np.float32)) == (None, 0.0)
+    vec, voiced = enc.embed(0.5 * F.espeak("Good morning to everyone here today.", F.RATE, voice="en-us"))
+    assert vec.shape == (256,) and abs(float(np.linalg.norm(vec)) - 1) < 1e-4 and voiced > 1.0
