@@ -36,46 +36,29 @@ def ci(p: dict) -> str:
     return "—" if lo is None or hi is None else f"{100 * lo:.1f}–{100 * hi:.1f}%"
 
 
-def _parse_ts(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")
-    except ValueError:
-        return None
-
-
 def run_table(db) -> list[dict]:
-    """Per run: duration, answers stored, cost and throughput (answers per minute)."""
-    from mikupal import store
+    """Per run (newest 50): duration, answers stored, cost, errors and answers per minute."""
+    from mikupal import queries
 
-    rows = store.rows(db, """
-        SELECT r.id, r.started_at, r.finished_at, r.status, r.stages,
-               (SELECT COUNT(*) FROM annotations a WHERE a.run_id = r.id) AS answers,
-               (SELECT COALESCE(SUM(cost_usd), 0) FROM annotations a WHERE a.run_id = r.id) AS cost,
-               (SELECT COUNT(*) FROM stage_state st WHERE st.run_id = r.id AND st.status = 'done') AS video_stages,
-               (SELECT COUNT(*) FROM errors e WHERE e.run_id = r.id) AS errors
-        FROM runs r ORDER BY r.id DESC LIMIT 50""")
+    rows = queries.run_throughput(db, limit=50)
     for r in rows:
-        a, b = _parse_ts(r["started_at"]), _parse_ts(r["finished_at"])
-        r["duration_s"] = (b - a).total_seconds() if a and b else None
-        d = r["duration_s"]
-        r["per_min"] = (r["answers"] / d * 60) if d and r["answers"] else None
+        r["duration_s"], r["cost"] = r["wall_s"], r["cost_usd"]
+        r["per_min"] = r["answers_per_hour"] / 60 if r["answers_per_hour"] else None
     return rows
 
 
 def compute_dashboard(db_path: str | Path) -> dict:
     """Everything the dashboard shows except the map (the slow part)."""
     from mikupal import review_stats, store
-    from mikupal.config import load
+    from mikupal.project import Project
     from mikupal.status import project_status
 
     db = store.connect(db_path, migrate=False)
     try:
-        cfg = load(Path(db_path).parent)
+        project = Project.open(Path(db_path).parent)
         return {
             "review": review_stats.review_stats(db),
-            "status": project_status(db, cfg.get("segments", {}).get("drop_statuses")),
+            "status": project_status(project, db),
             "runs": run_table(db),
         }
     finally:

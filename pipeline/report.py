@@ -11,13 +11,12 @@ import base64
 import html
 import io
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from . import __version__, store, taxonomy
+from . import __version__, queries, store, taxonomy
 from .review_stats import review_stats
 from .status import project_status
 
@@ -73,17 +72,6 @@ def _fig_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _parse_ts(s: str | None) -> datetime | None:
-    if not s:
-        return None
-    try:
-        return datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-# ---- data ---------------------------------------------------------------------------------
-
 def cost_by_system(db) -> list[dict]:
     out = []
     for s in store.rows(db, "SELECT backend, model, COUNT(*) AS n, COALESCE(SUM(cost_usd), 0) AS cost,"
@@ -99,20 +87,8 @@ def cost_by_system(db) -> list[dict]:
 
 
 def throughput(db) -> dict:
-    """Per run: wall time, answers stored, and media hours covered per wall hour."""
-    runs = []
-    for r in store.rows(db, "SELECT id, started_at, finished_at, status, stages FROM runs ORDER BY id"):
-        t0, t1 = _parse_ts(r["started_at"]), _parse_ts(r["finished_at"])
-        wall = (t1 - t0).total_seconds() if t0 and t1 else None
-        n_ann = db.conn.execute("SELECT COUNT(*) FROM annotations WHERE run_id=?", (r["id"],)).fetchone()[0]
-        media = db.conn.execute("SELECT COALESCE(SUM(v.duration_s), 0) FROM videos v WHERE v.id IN"
-                                " (SELECT video_id FROM stage_state WHERE run_id=?)", (r["id"],)).fetchone()[0]
-        runs.append({
-            "id": r["id"], "status": r["status"], "stages": r["stages"] or "all", "started_at": r["started_at"],
-            "wall_s": wall, "annotations": n_ann, "media_s": media,
-            "annotations_per_hour": n_ann / wall * 3600 if wall and n_ann else None,
-            "realtime_factor": media / wall if wall and media else None,
-        })
+    """Per run, oldest first: wall time, answers stored, and media hours covered per wall hour."""
+    runs = list(reversed(queries.run_throughput(db)))
     walls = [r["wall_s"] for r in runs if r["wall_s"]]
     return {"runs": runs, "total_wall_s": float(sum(walls)) if walls else None}
 
@@ -212,8 +188,8 @@ def _section_cost(st: dict, systems: list[dict]) -> str:
 def _section_throughput(tp: dict) -> str:
     if not tp["runs"]:
         return '<h2 id="throughput">Throughput</h2><p class="muted">No pipeline runs recorded yet.</p>'
-    rows = [[r["id"], r["status"], r["stages"], r["started_at"], _dur(r["wall_s"]), r["annotations"],
-             _f(r["annotations_per_hour"], ".0f"), _f(r["realtime_factor"], ".2f") + ("×" if r["realtime_factor"] else "")]
+    rows = [[r["id"], r["status"], r["stages"], r["started_at"], _dur(r["wall_s"]), r["answers"],
+             _f(r["answers_per_hour"], ".0f"), _f(r["realtime_factor"], ".2f") + ("×" if r["realtime_factor"] else "")]
             for r in tp["runs"]]
     return ('<h2 id="throughput">Throughput</h2>'
             + _table(["run", "status", "stages", "started", "wall time", "answers", "answers / h", "media / wall"], rows)
@@ -323,7 +299,7 @@ def _section_map(db) -> str:
 def build_report(project, include_map: bool = True) -> str:
     """The report for a Project, as one HTML string."""
     db = project.db()
-    st = project_status(db, project.config["segments"]["drop_statuses"])
+    st = project_status(project, db)
     name = project.config.get("project", {}).get("name") or project.root.name
     body = [
         f"<h1>MIKU-PAL report: {_e(name)}</h1>",

@@ -21,7 +21,7 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from . import store
+from . import queries, store
 
 VERDICTS = ("accept", "reject", "skip")
 QUEUE_KINDS = ("unreviewed", "emotion", "low_agreement", "balanced", "all")
@@ -97,36 +97,6 @@ def current_verdict(db, annotation_id: int, rater: str) -> dict | None:
     return r[0] if r else None
 
 
-def latest_verdicts(db, annotation_ids: list[int] | None = None) -> list[dict]:
-    """Each rater's newest verdict per annotation: {annotation_id, rater, verdict, corrected_label,
-    emotion (the annotation's primary emotion)}; the input the metrics' rationality() takes."""
-    sql = ("SELECT r.annotation_id, t.name AS rater, r.verdict, r.corrected_label, a.primary_emotion AS emotion"
-           " FROM reviews r JOIN raters t ON t.id = r.rater_id JOIN annotations a ON a.id = r.annotation_id"
-           " WHERE r.id IN (SELECT MAX(id) FROM reviews GROUP BY annotation_id, rater_id)")
-    params: list = []
-    if annotation_ids is not None:
-        sql += f" AND r.annotation_id IN ({','.join('?' * len(annotation_ids))})"
-        params = list(annotation_ids)
-    return store.rows(db, sql + " ORDER BY r.annotation_id, t.name", params)
-
-
-# ---- queues -----------------------------------------------------------------------------
-
-_REVIEWABLE = """
-    SELECT id, segment_id, primary_emotion, backend, model, label_set, video_id, start_s FROM (
-        SELECT a.id, a.segment_id, a.primary_emotion, a.backend, a.model, a.label_set,
-               s.video_id, s.start_s,
-               ROW_NUMBER() OVER (PARTITION BY a.segment_id, a.backend, a.model, a.label_set
-                                  ORDER BY a.run_index, a.id DESC) AS rn
-        FROM annotations a JOIN segments s ON s.id = a.segment_id)
-    WHERE rn = 1 ORDER BY video_id, start_s, id"""
-
-
-def reviewable(db) -> list[dict]:
-    """One annotation per (segment, backend, model, label set), in video/time order."""
-    return store.rows(db, _REVIEWABLE)
-
-
 def _reviewed_by(db, rater: str) -> set[int]:
     return {r[0] for r in db.conn.execute(
         "SELECT DISTINCT r.annotation_id FROM reviews r JOIN raters t ON t.id = r.rater_id WHERE t.name = ?",
@@ -136,14 +106,14 @@ def _reviewed_by(db, rater: str) -> set[int]:
 def disagreement(db) -> dict[int, float]:
     """Per reviewable annotation: 1 - share of the modal label, the larger of across runs (primary
     emotion of each run_index) and across raters (latest accept/reject of each rater). 0 = all agree."""
-    items = reviewable(db)
+    items = queries.reviewable(db)
     runs: dict[tuple, list[str]] = defaultdict(list)
     for r in store.rows(db, "SELECT a.segment_id, a.backend, a.model, a.label_set, a.run_index, a.primary_emotion"
                             " FROM annotations a WHERE a.id IN (SELECT MAX(id) FROM annotations"
                             " GROUP BY segment_id, backend, model, label_set, run_index)"):
         runs[(r["segment_id"], r["backend"], r["model"], r["label_set"])].append(r["primary_emotion"])
     votes: dict[int, list[str]] = defaultdict(list)
-    for v in latest_verdicts(db):
+    for v in queries.latest_verdicts(db):
         if v["verdict"] != "skip":
             votes[v["annotation_id"]].append(v["verdict"])
     out = {}
@@ -166,7 +136,7 @@ def queue(db, kind: str, rater: str, emotion: str | None = None, limit: int = 50
     """
     if kind not in QUEUE_KINDS:
         raise ReviewError(f"unknown queue {kind!r}; use one of {', '.join(QUEUE_KINDS)}")
-    items = reviewable(db)
+    items = queries.reviewable(db)
     done = _reviewed_by(db, rater)
     if kind == "unreviewed":
         items = [it for it in items if it["id"] not in done]
@@ -217,12 +187,6 @@ class ReviewItem:
         return int(self.annotation["id"])
 
 
-def primary_annotation_for_segment(db, segment_id: int) -> int | None:
-    r = db.conn.execute("SELECT id FROM annotations WHERE segment_id = ? ORDER BY run_index, id DESC LIMIT 1",
-                        (segment_id,)).fetchone()
-    return int(r[0]) if r else None
-
-
 def load_item(db, annotation_id: int, rater: str, context_s: float = 0.5) -> ReviewItem:
     a = store.rows(db, "SELECT * FROM annotations WHERE id = ?", (annotation_id,))
     if not a:
@@ -238,7 +202,7 @@ def load_item(db, annotation_id: int, rater: str, context_s: float = 0.5) -> Rev
         " WHERE segment_id=? AND backend=? AND model=? AND label_set=? GROUP BY run_index) ORDER BY run_index",
         (ann["segment_id"], ann["backend"], ann["model"], ann["label_set"]))]
     item.verdict = current_verdict(db, annotation_id, rater)
-    for v in latest_verdicts(db, [annotation_id]):
+    for v in queries.latest_verdicts(db, [annotation_id]):
         if v["rater"] != (rater or "").strip():
             item.others[v["verdict"]] = item.others.get(v["verdict"], 0) + 1
     return item

@@ -159,25 +159,3 @@ def segment_snr(wav16k, start: float, end: float, regions: Sequence[Region], *, 
         return None
     sel = speech | noise
     return snr_db(power[sel], speech[sel])
-
-
-def retention(db, drop_statuses: Sequence[str] = ("no_face", "multi_speaker", "low_asd")) -> dict:
-    """Kept utterance seconds / input seconds, over videos whose segments stage is done.
-
-    Segments whose status is in drop_statuses (set by later stages) do not count as kept.
-    """
-    from . import store
-
-    rows = store.rows(db, "SELECT v.id, v.duration_s, s.info_json FROM videos v JOIN stage_state s ON s.video_id=v.id "
-                          "WHERE s.stage='segments' AND s.status='done'")
-    if not rows:
-        return {"videos": 0, "input_s": 0.0, "kept_s": 0.0, "retention": None}
-    ids = [r["id"] for r in rows]
-    input_s = sum(float(json.loads(r["info_json"]).get("duration_s") or r["duration_s"] or 0.0) for r in rows)
-    q = ",".join("?" * len(ids))
-    drop = list(drop_statuses) or [""]
-    d = ",".join("?" * len(drop))
-    kept = db.conn.execute(f"SELECT COALESCE(SUM(end_s - start_s), 0) FROM segments WHERE video_id IN ({q}) "
-                           f"AND status NOT IN ({d})", ids + drop).fetchone()[0]
-    return {"videos": len(ids), "input_s": round(input_s, 3), "kept_s": round(float(kept), 3),
-            "retention": round(float(kept) / input_s, 4) if input_s > 0 else None}

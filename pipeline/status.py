@@ -2,32 +2,34 @@
 from __future__ import annotations
 
 
-from . import store
+from . import queries, store
 from .fileutil import pid_alive
 from .stage import STAGE_ORDER
 
 
-def project_status(db, drop_statuses: list[str] | None = None, n_errors: int = 10) -> dict:
+def project_status(project, db=None, n_errors: int = 10) -> dict:
+    """Counts per stage (pending = what the next run will do, from the stages' own pending()),
+    durations and retention, cost, recent runs and errors."""
+    db = db if db is not None else project.db()
+    drop_statuses = project.config["segments"]["drop_statuses"]
     q = lambda sql, *a: db.conn.execute(sql, a).fetchone()[0]  # noqa: E731
     tables = ["videos", "runs", "transcripts", "segments", "tracks", "annotations", "raters", "reviews", "errors", "exports"]
     counts = {t: q(f"SELECT COUNT(*) FROM {t}") for t in tables}
+    pending = queries.pending_work(project, db)
     stages = {}
-    for name in STAGE_ORDER[:-1]:
-        per = dict(db.conn.execute("SELECT status, COUNT(*) FROM stage_state WHERE stage=? GROUP BY status", (name,)).fetchall())
-        stages[name] = {"done": per.get("done", 0), "failed": per.get("failed", 0), "pending": max(0, counts["videos"] - per.get("done", 0))}
+    for name in STAGE_ORDER:
+        if name == "emotion":  # items are (segment, run) answers
+            done = q("SELECT COUNT(*) FROM annotations")
+            failed = q("SELECT COUNT(DISTINCT segment_id) FROM errors WHERE stage='emotion' AND segment_id IS NOT NULL"
+                       " AND segment_id NOT IN (SELECT segment_id FROM annotations)")
+        else:  # items are videos
+            per = dict(db.conn.execute("SELECT status, COUNT(*) FROM stage_state WHERE stage=? GROUP BY status",
+                                       (name,)).fetchall())
+            done, failed = per.get("done", 0), per.get("failed", 0)
+        stages[name] = {"done": done, "failed": failed, "pending": pending.get(name)}
     n_kept = q("SELECT COUNT(*) FROM segments WHERE status='ok'")
-    stages["emotion"] = {
-        "done": q("SELECT COUNT(DISTINCT segment_id) FROM annotations"),
-        "failed": q("SELECT COUNT(DISTINCT segment_id) FROM errors WHERE stage='emotion' AND segment_id IS NOT NULL"
-                    " AND segment_id NOT IN (SELECT segment_id FROM annotations)"),
-        "pending": q("SELECT COUNT(*) FROM segments WHERE status='ok' AND id NOT IN (SELECT segment_id FROM annotations)"),
-    }
     total_s = q("SELECT COALESCE(SUM(duration_s), 0) FROM videos")
-    drop = drop_statuses or []
-    kept_sql = "SELECT COALESCE(SUM(end_s - start_s), 0) FROM segments"
-    if drop:
-        kept_sql += f" WHERE status NOT IN ({','.join('?' * len(drop))})"
-    retained_s = db.conn.execute(kept_sql, tuple(drop)).fetchone()[0]
+    ret = queries.retention(db, drop_statuses)
     segment_statuses = dict(db.conn.execute("SELECT status, COUNT(*) FROM segments GROUP BY status").fetchall())
     cost = q("SELECT COALESCE(SUM(cost_usd), 0) FROM annotations")
     tokens_in = q("SELECT COALESCE(SUM(input_tokens), 0) FROM annotations")
@@ -50,8 +52,9 @@ def project_status(db, drop_statuses: list[str] | None = None, n_errors: int = 1
         "segments_ok": n_kept,
         "segment_statuses": segment_statuses,
         "total_duration_s": total_s,
-        "retained_duration_s": retained_s,
-        "retention": (retained_s / total_s) if total_s else 0.0,
+        "retained_duration_s": ret["kept_s"],
+        "retention": ret["retention"],
+        "retention_input_s": ret["input_s"],
         "cost_usd": cost,
         "input_tokens": tokens_in,
         "output_tokens": tokens_out,

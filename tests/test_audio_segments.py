@@ -12,7 +12,8 @@ from mikupal import store
 
 from mikupal.stages import make_stage
 from mikupal.audio.vad import iou
-from mikupal.segments import build_segments, retention
+from mikupal.queries import retention
+from mikupal.segments import build_segments
 
 
 def _t(s, e, text, words=None, lang="en"):

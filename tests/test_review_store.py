@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import review_fixture as rf  # noqa: E402
 
-from mikupal import review, store  # noqa: E402
+from mikupal import queries, review, store  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_load_item(db, proj):
     assert it.runs == proj.intensities[proj.segment_ids[3]]
     assert {t["id"] for t in it.tracks} == {proj.red_track_id, proj.blue_track_id}
     assert it.verdict is None and it.others == {"reject": 1}
-    latest = review.latest_verdicts(db)
+    latest = queries.latest_verdicts(db)
     assert latest == [{"annotation_id": proj.annotation_ids[3], "rater": "bob", "verdict": "reject",
                        "corrected_label": "Anger", "emotion": "Joy"}]
 
@@ -126,3 +126,27 @@ def test_two_writers_never_lose_verdicts(db, proj):
     for a in proj.annotation_ids:
         assert review.current_verdict(db, a, "ann")["verdict"] == "accept"
         assert review.current_verdict(db, a, "bob")["verdict"] == "reject"
+
+
+def test_primary_annotation_is_one_definition_everywhere(tmp_path):
+    # The primary annotation of a segment is its lowest run index, newest answer: the review
+    # queue, the Data table's join and the per-segment lookup all agree on a segment with an
+    # old run-0 answer (a changed prompt), a new run-0 answer and a run-1 answer.
+    from mikupal.project import Project
+
+    p = Project.create(tmp_path / "p")
+    db = p.db()
+    with store.transaction(db) as c:
+        c.execute("INSERT INTO videos (sha256, path, duration_s, added_at) VALUES ('x', '/v.mp4', 10, ?)", (store.now(),))
+        c.execute("INSERT INTO segments (video_id, start_s, end_s, text, status) VALUES (1, 0, 3, 'hi', 'ok')")
+        ids = []
+        for prompt, run, emo in (("old", 0, "Joy"), ("new", 1, "Anger"), ("new", 0, "Sadness")):
+            cur = c.execute("INSERT INTO annotations (segment_id, backend, model, prompt_sha, run_index, label_set,"
+                            " primary_emotion, intensities_json, created_at) VALUES (1,'b','m',?,?,'cowen26',?,'{}',?)",
+                            (prompt, run, emo, store.now()))
+            ids.append(cur.lastrowid)
+    want = ids[2]  # run 0 of the new prompt
+    assert queries.primary_annotation_for_segment(db, 1) == want
+    assert [r["id"] for r in queries.reviewable(db)] == [want]
+    joined = db.conn.execute("SELECT pa.id FROM segments s" + queries.primary_annotation_join("pa", "s.id")).fetchone()[0]
+    assert joined == want

@@ -104,7 +104,7 @@ def test_a_video_failing_a_stage_goes_no_further(project, demo_clip, tmp_path):
     err = store.rows(db, "SELECT * FROM errors WHERE video_id=?", (bad_id,))
     assert len(err) == 1 and "bad.mp4" in err[0]["message"] and "re-encode" in err[0]["message"]
     # `status` reports the product's stages, each with its counts; a test stage is not one of them.
-    st = project_status(db)
+    st = project_status(project, db)
     assert list(st["stages"]) == list(STAGE_ORDER) and "probe" not in st["stages"]
 
 
@@ -202,7 +202,7 @@ def test_sigkill_mid_stage_then_resume_annotates_exactly_once(project):
     n_killed = db.conn.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
     assert 10 <= n_killed < total
     assert store.integrity_ok(db)
-    st = project_status(db)
+    st = project_status(project, db)
     assert st["recent_runs"][0]["status"] == "interrupted"
 
     summary = Runner(project, [SplitStage, LabelStage]).run()

@@ -80,8 +80,13 @@ def test_mikupal_run_labels_the_demo_clip_and_isolates_a_corrupt_video(project, 
     assert again.stages["separate"].total == 1 and again.stages["separate"].failed == 1
     assert all(again.stages[s].total == 0 for s in STAGE_ORDER[1:])
     assert _per_item_counts(db) == [(sid, 0, 1) for sid in kept]
-    st = project_status(db)
+    st = project_status(project, db)
     assert st["stages"]["emotion"]["done"] == len(kept) and st["stages"]["separate"]["failed"] == 1
+    # Pending is what the next run will do: the corrupt video for separate, nothing else.
+    assert st["stages"]["separate"]["pending"] == 1 and st["stages"]["emotion"]["pending"] == 0
+    # A model change makes every kept segment pending again (the run's own cache keys).
+    changed = type(project).open(project.root, ['emotion.model="another-model"'])
+    assert project_status(changed, db)["stages"]["emotion"]["pending"] == len(kept)
 
 
 def test_sigkill_during_emotion_then_resume_annotates_each_segment_once_per_run(project, demo_clip, tmp_path):
@@ -118,7 +123,7 @@ def test_sigkill_during_emotion_then_resume_annotates_each_segment_once_per_run(
         n_killed = db.conn.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
         assert 2 <= n_killed < total
         assert store.integrity_ok(db)
-        assert project_status(db)["recent_runs"][0]["status"] == "interrupted"
+        assert project_status(project, db)["recent_runs"][0]["status"] == "interrupted"
 
         # Resume in this process with the same settings.
         for k, v in (("GEMINI_API_KEY", env["GEMINI_API_KEY"]), ("MIKUPAL_GEMINI_BASE_URL", server.url)):
