@@ -31,6 +31,24 @@ PATTERNS = [("accept", "accept", "reject"), ("accept", "reject", "reject"),
             ("accept", "skip", "reject"), ("accept", "skip", None)]
 PATTERN_OF = [[0, 0, 0, 3], [1, 1, 2, 0], [0, 1, 2, 3], [1, 1, 1, 2]]
 CHANGED_MIND = (3, 0)  # r1 first rejected this clip, then accepted it: only the latest counts
+# Who speaks in (video k, second s): one named voice across videos 0 and 1, a second named
+# one, an auto-named one, and video 3 unknown. None = no speaker assigned.
+def speaker_of(k: int, s: int) -> str | None:
+    if k == 3:
+        return None
+    if s < 2 and k in (0, 1):
+        return "Anna"
+    if k == 1:
+        return "Bob | B."  # a pipe: the card's Markdown table must escape it
+    return "auto"
+# Provenance from yt-dlp sidecars beside videos 0 and 1 (video 1's licence is unknown).
+SIDECARS = {
+    0: {"id": "ts1", "extractor_key": "Youtube", "webpage_url": "https://www.youtube.com/watch?v=ts1",
+        "title": "Talk | Show, episode 1", "uploader": "Talk Channel", "upload_date": "20240105",
+        "license": "Creative Commons Attribution license (reuse allowed)"},
+    1: {"id": "ib2", "extractor_key": "Vimeo", "webpage_url": "https://vimeo.com/ib2",
+        "title": "Interview B", "uploader": "B Studio", "upload_date": "20230714"},
+}
 
 
 def mix_freq(s: int) -> float:
@@ -100,6 +118,8 @@ class Clip:
     asd: float
     language: str
     verdicts: tuple
+    speaker: str | None = None      # the name exported ("Speaker N" for the auto-named voice)
+    speaker_id: int | None = None
 
     @property
     def accepted(self) -> bool:
@@ -116,6 +136,8 @@ def build(root: Path, videos_dir: Path) -> tuple[Project, list[Clip]]:
     for k, name in enumerate(VIDEO_NAMES):
         p = videos_dir / name
         make_video(p, k)
+        if k in SIDECARS:
+            p.with_name(p.stem + ".info.json").write_text(json.dumps(SIDECARS[k]), encoding="utf-8")
         paths.append(p)
     report = add_videos(db, paths)
     assert len(report.added) == N_VIDEOS, report.failed
@@ -124,6 +146,7 @@ def build(root: Path, videos_dir: Path) -> tuple[Project, list[Clip]]:
     with store.transaction(db) as conn:
         raters = [conn.execute("INSERT INTO raters (name) VALUES (?)", (n,)).lastrowid for n in ("r1", "r2", "r3")]
     clips: list[Clip] = []
+    speakers = _make_speakers(db)
     with store.transaction(db) as conn:
         for k, name in enumerate(VIDEO_NAMES):
             vid = vids[name]
@@ -178,10 +201,36 @@ def build(root: Path, videos_dir: Path) -> tuple[Project, list[Clip]]:
                     conn.execute("INSERT INTO reviews (annotation_id, rater_id, verdict, corrected_label, created_at)"
                                  " VALUES (?,?,?,?,?)",
                                  (ann, rid, verdict, "Calmness" if verdict == "reject" else None, store.now()))
+                spk = speakers.get(speaker_of(k, s)) if speakers else None
+                if spk is not None:
+                    conn.execute("UPDATE segments SET speaker_id=? WHERE id=?", (spk[0], seg))
                 clips.append(Clip(k, s, seg, sha, start, end, emotion, intensity, snr, asd, lang,
-                                  tuple(v for v in pattern if v is not None)))
+                                  tuple(v for v in pattern if v is not None),
+                                  speaker=spk[1] if spk else None, speaker_id=spk[0] if spk else None))
     db.conn.close()
     return proj, clips
+
+
+def has_speakers(db) -> bool:
+    return "speaker_id" in {r[1] for r in db.conn.execute("PRAGMA table_info(segments)")}
+
+
+def _make_speakers(db) -> dict[str, tuple[int, str]]:
+    """speaker_of's names -> (speakers.id, exported name), written as the speakers stage and
+    the app do (an auto-named speaker is called "Speaker <id>"). Empty before the speakers
+    schema exists: the export then writes null speakers."""
+    if not has_speakers(db):
+        return {}
+    out = {}
+    with store.transaction(db) as conn:
+        for name in ("Anna", "Bob | B.", "auto"):
+            t = store.now()
+            sid = conn.execute("INSERT INTO speakers (name, name_source, created_at, updated_at) VALUES (?,?,?,?)",
+                               (name, "user" if name != "auto" else "auto", t, t)).lastrowid
+            if name == "auto":
+                conn.execute("UPDATE speakers SET name=? WHERE id=?", (f"Speaker {sid}", sid))
+            out[name] = (sid, name if name != "auto" else f"Speaker {sid}")
+    return out
 
 
 def dominant_freq(samples: np.ndarray, rate: int) -> float:

@@ -104,6 +104,14 @@ def test_jsonl_manifest_and_clips_round_trip(proj, clips, built, tmp_path):
         assert r["text"].startswith(f"video {c.video} second {c.second}")
         assert r["rationale"] and r["visual_analysis"] == "smiles" and r["audio_analysis"] and r["text_analysis"]
         assert r["start_s"] == pytest.approx(c.start_s) and r["end_s"] == pytest.approx(c.end_s)
+        assert (r["speaker"], r["speaker_id"]) == (c.speaker, c.speaker_id)
+        side = fx.SIDECARS.get(c.video, {})
+        assert r["source_url"] == side.get("webpage_url") and r["source_title"] == side.get("title")
+        assert r["source_uploader"] == side.get("uploader") and r["source_license"] == side.get("license")
+        if side:
+            d = side["upload_date"]
+            assert r["source_upload_date"] == f"{d[:4]}-{d[4:6]}-{d[6:]}"
+            assert r["source_id"] == f"{side['extractor_key'].lower()}:{side['id']}"
     changed = next(r for r in rows if clip_for(clips, r).video == fx.CHANGED_MIND[0]
                    and clip_for(clips, r).second == fx.CHANGED_MIND[1])
     assert changed["review"]["verdict"] == "accept" and changed["review"]["rejects"] == 0
@@ -153,12 +161,15 @@ def test_hf_audiofolder_loads_with_datasets(proj, clips, built, tmp_path, monkey
     assert sorted(ds) == ["test", "train", "validation"]
     assert sum(ds[s].num_rows for s in ds) == 16
     assert ds["test"].features == ds["train"].features
-    assert all(r["snr_db"] != r["snr_db"] and r["language"] == "" for r in ds["test"])  # NaN, ""
-    assert all(r["snr_db"] == r["snr_db"] for r in ds["train"])
+    assert all(r["snr_db"] is None and r["language"] is None for r in ds["test"])  # null, as in every format
+    assert all(r["review"]["corrected_label"] is None for r in ds["test"])
+    assert all(r["snr_db"] is not None for r in ds["train"])
+    assert sorted(p.name for p in out.glob("*/metadata.parquet")) == ["metadata.parquet"] * 3
     videos_in = {s: set(ds[s]["source_video"]) for s in ds}
     assert not (videos_in["train"] & videos_in["validation"]) and not (videos_in["train"] & videos_in["test"])
-    for split, name in (("train", "train"), ("dev", "validation"), ("test", "test")):
-        assert videos_in[name] == {sha for sha, s in expected.items() if s == split}
+    for split in ("train", "validation", "test"):
+        assert videos_in[split] == {sha for sha, s in expected.items() if s == split}
+        assert set(ds[split]["split"]) == {split}
     row = ds["validation"][0]
     c = clip_for(clips, row)
     assert row["primary_emotion"] == c.emotion and row["review"]["raters"] == len(c.verdicts)
@@ -196,29 +207,74 @@ def test_webdataset_shards_are_tars_of_wav_and_json(proj, clips, built, tmp_path
     assert_clean_output(out, built)
 
 
-def test_lab_folders_hold_wav_and_marked_transcripts(proj, clips, built, tmp_path):
+def test_webdataset_streams_with_the_webdataset_reader(proj, clips, tmp_path):
+    import webdataset as wds
+
     out = tmp_path / "ds"
-    export_dataset(proj, out, "lab", ExportFilters(), lab_template="<{emotion}|{intensity}> {text}")
+    export_dataset(proj, out, "webdataset", ExportFilters(), shard_size_mb=0.07)
+    got = {}
+    for shard in sorted(out.glob("*.tar")):
+        for sample in wds.WebDataset(str(shard), shardshuffle=False).decode():
+            got[sample["__key__"]] = (shard.name.split("-")[0], sample)
+    assert len(got) == 16
+    for key, (split, sample) in got.items():
+        rec = sample["json"]
+        assert rec["id"] == key and rec["split"] == split
+        c = clip_for(clips, rec)
+        assert rec["speaker"] == c.speaker and rec["primary_emotion"] == c.emotion
+
+
+def _lab_clip(clips, line_or_text: str) -> fx.Clip:
+    k, s = int(line_or_text.split("video ")[1].split()[0]), int(line_or_text.split("second ")[1].split()[0])
+    return next(c for c in clips if (c.video, c.second) == (k, s))
+
+
+def test_lab_has_one_folder_per_speaker_with_bare_transcripts(proj, clips, built, tmp_path):
+    out = tmp_path / "ds"
+    export_dataset(proj, out, "lab", ExportFilters())
     labs = sorted(out.glob("*/*.lab"))
     assert len(labs) == 16
-    folders = {p.parent.name for p in labs}
-    assert len(folders) == 4
+    manifest = {r["id"]: r for r in map(json.loads, (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines())}
+    folders: dict[str, set] = {}
     for lab in labs:
-        wav = lab.with_suffix(".wav")
-        samples, rate, _ = fx.read_wav(wav)
         line = lab.read_text(encoding="utf-8")
-        k, s = int(line.split("video ")[1].split()[0]), int(line.split("second ")[1].split()[0])
-        c = next(c for c in clips if (c.video, c.second) == (k, s))
-        assert line == f"<{c.emotion.lower()}|{c.intensity:.2f}> video {k} second {s} ../../etc/passwd says hi\n"
-        assert lab.parent.name.endswith("-" + c.sha[:8])
-        want = fx.vocals_freq(s) if k < 2 else fx.mix_freq(s)
-        assert abs(fx.dominant_freq(samples, rate) - want) < 8
-    splits = json.loads((out / "splits.json").read_text())
-    assert sorted(f for v in splits.values() for f in v) == sorted(folders)
+        c = _lab_clip(clips, line)
+        # Fish-Speech reads the bare transcript (one line, whitespace collapsed)
+        assert line == f"video {c.video} second {c.second} ../../etc/passwd says hi\n"
+        folders.setdefault(lab.parent.name, set()).add((c.speaker, c.video))
+        rec = manifest[lab.stem]
+        assert rec["audio"] == f"{lab.parent.name}/{lab.stem}.wav" and rec["speaker"] == c.speaker
+        samples, rate, _ = fx.read_wav(lab.with_suffix(".wav"))
+        check_audio(samples, rate, rec, c)
+    if any(c.speaker for c in clips):  # the speakers schema exists: one folder per voice
+        assert {n: {spk for spk, _ in v} for n, v in folders.items() if not n.startswith("unknown-")} == {
+            "Anna": {"Anna"}, "Bob_B": {"Bob | B."},
+            **{f"Speaker_{c.speaker_id}": {c.speaker} for c in clips if c.speaker and c.speaker.startswith("Speaker")}}
+        assert {v for _, v in folders["Anna"]} == {0, 1}  # one voice, two videos, one folder
+    unknown = {n: v for n, v in folders.items() if n.startswith("unknown-")}
+    assert all(len({vid for _, vid in v}) == 1 and {spk for spk, _ in v} == {None} for v in unknown.values())
     assert_clean_output(out, built)
 
 
+def test_lab_emotion_tags_follow_the_documented_fish_speech_mapping(proj, clips, tmp_path):
+    out = tmp_path / "ds"
+    export_dataset(proj, out, "lab", ExportFilters(), lab_template="{fish_emotion} {text}")
+    # the README's table: Joy -> (joyful), Anger -> (angry), Sadness -> (sad), Fear -> (scared)
+    tags = {"Joy": "(joyful)", "Anger": "(angry)", "Sadness": "(sad)", "Fear": "(scared)"}
+    for lab in out.glob("*/*.lab"):
+        line = lab.read_text(encoding="utf-8")
+        c = _lab_clip(clips, line)
+        assert line == f"{tags[c.emotion]} video {c.video} second {c.second} ../../etc/passwd says hi\n"
+    export_dataset(proj, out, "lab", ExportFilters(), lab_template="<{emotion}|{intensity}> {text}", force=True)
+    for lab in out.glob("*/*.lab"):
+        line = lab.read_text(encoding="utf-8")
+        c = _lab_clip(clips, line)
+        assert line.startswith(f"<{c.emotion.lower()}|{c.intensity:.2f}> video {c.video}")
+
+
 def test_elan_files_parse_and_point_at_their_audio(proj, clips, built, tmp_path):
+    import pympi
+
     out = tmp_path / "ds"
     export_dataset(proj, out, "elan", ExportFilters())
     eafs = sorted(out.glob("*.eaf"))
@@ -232,21 +288,158 @@ def test_elan_files_parse_and_point_at_their_audio(proj, clips, built, tmp_path)
         assert media.get("MEDIA_URL").isascii()
         samples, rate, _ = fx.read_wav(out / rel)
         assert rate == SR and abs(len(samples) - fx.SECONDS * SR) <= SR // 100
-        slots = {t.get("TIME_SLOT_ID"): int(t.get("TIME_VALUE")) for t in root.iter("TIME_SLOT")}
-        tiers = {t.get("TIER_ID"): t for t in root.iter("TIER")}
-        assert set(tiers) == {"transcript", "primary emotion", "verdict", "rationale"}
+        doc = pympi.Elan.Eaf(str(eaf))  # the reader ELAN users script with
+        assert set(doc.get_tier_names()) == {"transcript", "speaker", "primary emotion", "verdict", "rationale"}
         sha8 = eaf.stem.rsplit("-", 1)[1]
         mine = sorted((c for c in clips if c.sha.startswith(sha8)), key=lambda c: c.start_s)
-        spans = [(slots[a.get("TIME_SLOT_REF1")], slots[a.get("TIME_SLOT_REF2")], a.findtext("ANNOTATION_VALUE"), a.get("ANNOTATION_ID"))
-                 for a in tiers["transcript"].iter("ALIGNABLE_ANNOTATION")]
-        assert [(a, b) for a, b, _, _ in spans] == [(round(c.start_s * 1000), round(c.end_s * 1000)) for c in mine]
-        emo = {r.get("ANNOTATION_REF"): r.findtext("ANNOTATION_VALUE") for r in tiers["primary emotion"].iter("REF_ANNOTATION")}
-        verdict = {r.get("ANNOTATION_REF"): r.findtext("ANNOTATION_VALUE") for r in tiers["verdict"].iter("REF_ANNOTATION")}
-        for (_, _, text, aid), c in zip(spans, mine):
+        spans = sorted(doc.get_annotation_data_for_tier("transcript"))
+        assert [(a, b) for a, b, _ in spans] == [(round(c.start_s * 1000), round(c.end_s * 1000)) for c in mine]
+        ref = {tier: {(a, b): v for a, b, v, _parent in doc.get_ref_annotation_data_for_tier(tier)}
+               for tier in ("speaker", "primary emotion", "verdict")}
+        for (a, b, text), c in zip(spans, mine):
             assert text.startswith(f"video {c.video} second {c.second}")
-            assert emo[aid].startswith(c.emotion + " (")
-            assert verdict[aid].startswith("accept" if c.accepted else ("tie", "reject"))
+            assert ref["primary emotion"][(a, b)].startswith(c.emotion + " (")
+            assert ref["verdict"][(a, b)].startswith("accept" if c.accepted else ("tie", "reject"))
+            assert ref["speaker"][(a, b)] == (c.speaker or "")
+        props = dict(doc.properties)
+        side = fx.SIDECARS.get(mine[0].video)
+        assert props.get("source_url") == (side or {}).get("webpage_url")
+        assert props.get("source_license") == (side or {}).get("license")
+    manifest = [json.loads(x) for x in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(manifest) == 16 and all((out / r["audio"]).is_file() and r["audio"].endswith(".wav") for r in manifest)
     assert_clean_output(out, built)
+
+
+def test_lhotse_manifests_load_with_lhotse_and_match_the_segments(proj, clips, built, tmp_path):
+    from lhotse import CutSet, RecordingSet, SupervisionSet
+
+    out = tmp_path / "ds"
+    export_dataset(proj, out, "lhotse", ExportFilters(), splits=[0.5, 0.25, 0.25])
+    expected = assign_splits([{"video_sha": c.sha} for c in clips], [0.5, 0.25, 0.25], 0)
+    seen = 0
+    for split in ("train", "validation", "test"):
+        recs = RecordingSet.from_file(out / f"recordings_{split}.jsonl.gz")
+        sups = SupervisionSet.from_file(out / f"supervisions_{split}.jsonl.gz")
+        cuts = CutSet.from_file(out / f"cuts_{split}.jsonl.gz").with_recording_path_prefix(str(out))
+        assert len(recs) == len(sups) == len(cuts)
+        assert {s.custom["source_video"] for s in sups} == {sha for sha, sp in expected.items() if sp == split}
+        for cut in cuts:
+            [sup] = cut.supervisions
+            c = next(c for c in clips if c.sha == sup.custom["source_video"]
+                     and abs(c.start_s - sup.custom["start_s"]) < 1e-6)
+            assert sup.text.startswith(f"video {c.video} second {c.second}") and sup.language == c.language
+            assert sup.speaker == c.speaker and sup.recording_id == cut.recording.id == cut.id
+            assert sup.duration == pytest.approx(c.end_s - c.start_s, abs=1e-3)
+            assert sup.custom["primary_emotion"] == c.emotion
+            assert sup.custom["emotions"][c.emotion] == pytest.approx(c.intensity)
+            assert sup.custom["review"]["raters"] == len(c.verdicts) and sup.custom["split"] == split
+            audio = cut.load_audio()  # the real loader, through the path prefix
+            assert audio.shape[0] == 1 and cut.sampling_rate == SR
+            samples = (audio[0] * 32768).astype(np.int16)
+            want = fx.vocals_freq(c.second) if sup.custom["audio_source"] == "vocals" else fx.mix_freq(c.second)
+            assert abs(fx.dominant_freq(samples, SR) - want) < 8
+            seen += 1
+    assert seen == 16
+    assert_clean_output(out, built)
+
+
+# ---- one schema across formats -----------------------------------------------------------------
+
+def _card_fields(out: Path) -> list[str]:
+    card = (out / "README.md").read_text(encoding="utf-8")
+    section = card[card.index("## Record fields"):]
+    section = section[:section.index("\n## ")] if "\n## " in section else section
+    return [line.split("`")[1] for line in section.splitlines() if line.startswith("| `")]
+
+
+def _read_records(fmt: str, out: Path) -> list[dict]:
+    """Each format's records as its own reader returns them (field name -> value)."""
+    if fmt in ("jsonl", "lab", "elan"):
+        return [json.loads(x) for x in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    if fmt == "webdataset":
+        import webdataset as wds
+
+        return [s["json"] for shard in sorted(out.glob("*.tar"))
+                for s in wds.WebDataset(str(shard), shardshuffle=False).decode()]
+    if fmt == "hf":
+        import datasets
+
+        ds = datasets.load_dataset("audiofolder", data_dir=str(out)).cast_column("audio", datasets.Audio(decode=False))
+        return [dict(r) for split in ds for r in ds[split]]
+    if fmt == "lhotse":
+        from lhotse import CutSet
+
+        rows = []
+        for p in sorted(out.glob("cuts_*.jsonl.gz")):
+            for cut in CutSet.from_file(p):
+                [s] = cut.supervisions
+                rows.append({"id": s.id, "text": s.text, "language": s.language, "speaker": s.speaker,
+                             "audio": cut.recording.sources[0].source, **s.custom})
+        return rows
+    raise AssertionError(fmt)
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "hf", "webdataset", "lab", "elan", "lhotse"])
+def test_every_format_writes_exactly_the_fields_its_card_describes(proj, tmp_path, monkeypatch, fmt):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    out = tmp_path / "ds"
+    export_dataset(proj, out, fmt, ExportFilters(), splits=[0.5, 0.25, 0.25])
+    rows = _read_records(fmt, out)
+    assert len(rows) == 16
+    card = _card_fields(out)
+    assert len(card) == len(set(card)) > 30
+    for r in rows:
+        assert sorted(r) == sorted(card), fmt
+        assert r["split"] in ("train", "validation", "test")
+        assert "" not in list(_strings(r)), f"{fmt}: an empty value must be null"  # the one empty-value rule
+        assert not any(isinstance(v, float) and v != v for v in r.values()), f"{fmt}: NaN instead of null"
+    # the same schema in every format: the card of one equals the card of another
+    ref = tmp_path / "ref"
+    export_dataset(proj, ref, "jsonl", ExportFilters(), splits=[0.5, 0.25, 0.25])
+    assert _card_fields(ref) == card
+
+
+def test_the_card_lists_speakers_and_sources_and_warns_about_unknown_licences(proj, clips, tmp_path):
+    out = tmp_path / "ds"
+    export_dataset(proj, out, "jsonl", ExportFilters())
+    card = (out / "README.md").read_text(encoding="utf-8")
+    sources = card[card.index("## Sources"):card.index("## Models and prompts")]
+    rows = [line for line in sources.splitlines() if line.startswith("| `")]
+    assert len(rows) == 4
+    talk = next(r for r in rows if "youtube.com" in r)
+    assert "Talk \\| Show, episode 1" in talk and "Talk Channel" in talk and "2024-01-05" in talk
+    assert "Creative Commons Attribution" in talk and talk.endswith("| 4 |")
+    # videos 1, 2 and 3 have no licence: 12 clips from 3 videos
+    assert "licence of 12 clips from 3 source videos is unknown" in sources
+    if any(c.speaker for c in clips):
+        speakers = card[card.index("## Speakers"):card.index("## Sources")]
+        assert "| Anna | 4 |" in speakers and "| Bob \\| B. | 2 |" in speakers
+        assert "4 clips without a known speaker" in speakers
+
+
+def test_speaker_filter_keeps_one_voice_across_videos(proj, clips, tmp_path):
+    db = proj.db()
+    try:
+        if not fx.has_speakers(db):
+            with pytest.raises(ExportError, match="no speakers yet"):
+                select(db, ExportFilters(speakers=("Anna",)), proj.config)
+            return
+        sel = select(db, ExportFilters(speakers=("anna",)), proj.config)
+        assert {c["segment_id"] for c in sel.clips} == {c.segment_id for c in clips if c.speaker == "Anna"}
+        bob = next(c.speaker_id for c in clips if c.speaker == "Bob | B.")
+        sel = select(db, ExportFilters(speakers=(str(bob),)), proj.config)
+        assert {c["segment_id"] for c in sel.clips} == {c.segment_id for c in clips if c.speaker_id == bob}
+    finally:
+        db.conn.close()
 
 
 # ---- filters -----------------------------------------------------------------------------------
@@ -317,8 +510,8 @@ def test_splits_keep_videos_whole_follow_fractions_and_repeat():
     items = [{"video_sha": hashlib.sha256(str(i).encode()).hexdigest()} for i in range(100) for _ in range(3)]
     a = assign_splits(items, [0.8, 0.1, 0.1], seed=7)
     assert a == assign_splits(list(reversed(items)), [0.8, 0.1, 0.1], seed=7)  # order-independent
-    counts = {s: sum(1 for v in a.values() if v == s) for s in ("train", "dev", "test")}
-    assert counts == {"train": 80, "dev": 10, "test": 10}
+    counts = {s: sum(1 for v in a.values() if v == s) for s in ("train", "validation", "test")}
+    assert counts == {"train": 80, "validation": 10, "test": 10}
     b = assign_splits(items, [0.8, 0.1, 0.1], seed=8)
     assert a != b and sorted(a.values()) == sorted(b.values())
     only_train = assign_splits(items, [1, 0, 0], seed=7)
@@ -330,7 +523,7 @@ def test_splits_keep_videos_whole_follow_fractions_and_repeat():
 
 # ---- reproducibility and safety ----------------------------------------------------------------
 
-@pytest.mark.parametrize("fmt", ["jsonl", "hf", "webdataset", "lab", "elan"])
+@pytest.mark.parametrize("fmt", ["jsonl", "hf", "webdataset", "lab", "elan", "lhotse"])
 def test_exporting_twice_gives_identical_bytes(proj, tmp_path, fmt):
     a, b = tmp_path / "a", tmp_path / "b"
     ra = export_dataset(proj, a, fmt, ExportFilters(min_snr=3), shard_size_mb=0.1)
@@ -424,10 +617,10 @@ def test_names_from_video_files_are_sanitised(proj, clips, tmp_path):
     assert safe_name("..") == "video" and safe_name("") == "video"
     assert video_folder("C:\\clips\\..\\..\\x y.mkv", "ab" * 32) == "x_y-abababab"
     out = tmp_path / "ds"
-    export_dataset(proj, out, "lab", ExportFilters())
+    export_dataset(proj, out, "elan", ExportFilters())
     evil = clips[8].sha  # video 2: "..  ..;evil$name.mkv"
-    folder = next(p for p in out.iterdir() if p.name.endswith(evil[:8]))
-    assert folder.name == f"evil_name-{evil[:8]}"
+    eaf = next(p for p in out.iterdir() if p.suffix == ".eaf" and p.stem.endswith(evil[:8]))
+    assert eaf.name == f"evil_name-{evil[:8]}.eaf"
     for p in out.rglob("*"):
         assert out.resolve() in p.resolve().parents and not p.name.startswith(".")
 
@@ -469,7 +662,7 @@ def test_a_video_without_readable_audio_is_left_out_and_recorded(built, tmp_path
 
 def test_bad_options_are_one_line_errors(proj, tmp_path):
     for kwargs, pattern in (
-        ({"fmt": "parquet"}, "--format 'parquet': choose one of jsonl, hf, webdataset, lab, elan"),
+        ({"fmt": "parquet"}, "--format 'parquet': choose one of jsonl, hf, webdataset, lab, elan, lhotse"),
         ({"fmt": "lab", "lab_template": "({mood}) {text}"}, "--lab-template"),
         ({"fmt": "lab", "lab_template": "({emotion})"}, "must contain {text}"),
         ({"fmt": "jsonl", "audio": "stems"}, "--audio 'stems'"),
@@ -496,12 +689,13 @@ def test_cli_export_and_usage_errors(proj, tmp_path):
                             "--splits", "0.5,0.5,0", "--sample-rate", "16000"])
     assert r.exit_code == 0, r.output
     assert "exported 8 clips" in r.output
+    assert "licence unknown for 6 clips" in r.output  # Joy and Fear of videos 1-3 (only video 0 states one)
     recs = []
     for shard in sorted(out.glob("*.tar")):
         with tarfile.open(shard) as tar:
             recs += [json.loads(tar.extractfile(m).read()) for m in tar.getmembers() if m.name.endswith(".json")]
     assert len(recs) == 8 and {r_["sample_rate"] for r_ in recs} == {16000}
-    assert {r_["split"] for r_ in recs} <= {"train", "dev"}
+    assert {r_["split"] for r_ in recs} <= {"train", "validation"}
     r = runner.invoke(app, ["export", str(proj.root), str(tmp_path / "dry"), "--dry-run", "--accepted-only"])
     assert r.exit_code == 0, r.output
     assert "16 clips after annotation set gemini/gemini-2.5-flash/cowen26 run 0" in r.output

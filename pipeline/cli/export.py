@@ -19,7 +19,7 @@ def _csv(value: Optional[str]) -> tuple[str, ...]:
 def export_command(
     project: Path = typer.Argument(..., help="Project folder."),
     out: Path = typer.Argument(..., help="Dataset folder to create (must be empty unless --force)."),
-    fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl | hf | webdataset | lab | elan"),
+    fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl | hf | webdataset | lab | elan | lhotse"),
     accepted_only: bool = typer.Option(False, "--accepted-only", help="Only clips most raters accepted."),
     min_rationality: Optional[float] = typer.Option(None, help="Minimum rater accept rate of the clip's primary emotion."),
     emotions: Optional[str] = typer.Option(None, help="Comma-separated primary emotions to keep, e.g. Joy,Anger."),
@@ -30,6 +30,7 @@ def export_command(
     language: Optional[str] = typer.Option(None, help="Comma-separated language codes to keep, e.g. en,ja."),
     min_asd: Optional[float] = typer.Option(None, help="Minimum active-speaker score."),
     max_per_video: Optional[int] = typer.Option(None, help="Keep at most N clips per source video (most intense first)."),
+    speaker: Optional[str] = typer.Option(None, "--speaker", help="Comma-separated speaker names or numbers to keep."),
     label_set: Optional[str] = typer.Option(None, help="Label set of the annotations to export."),
     run_index: int = typer.Option(0, help="Which independent annotation run to export."),
     backend: Optional[str] = typer.Option(None, help="Annotation backend, when several were used."),
@@ -37,9 +38,10 @@ def export_command(
     audio: Optional[str] = typer.Option(None, help="vocals (separated) or mix (original audio) (default: setting export.audio)."),
     sample_rate: Optional[int] = typer.Option(None, help="WAV sample rate (default: setting export.sample_rate)."),
     seed: Optional[int] = typer.Option(None, help="Split seed (default: setting export.seed)."),
-    splits: Optional[str] = typer.Option(None, help="train,dev,test fractions by source video, e.g. 0.8,0.1,0.1."),
+    splits: Optional[str] = typer.Option(None, help="train,validation,test fractions by source video, e.g. 0.8,0.1,0.1."),
     shard_size: Optional[float] = typer.Option(None, "--shard-size", help="webdataset: shard size in MB."),
-    lab_template: Optional[str] = typer.Option(None, help="lab: transcript template, e.g. '({emotion}) {text}'."),
+    lab_template: Optional[str] = typer.Option(None, help="lab: transcript template (default the bare '{text}'; "
+                                                "'{fish_emotion} {text}' adds Fish-Speech emotion tags)."),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty OUT."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what each filter keeps; write nothing."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a setting: section.key=value."),
@@ -50,10 +52,10 @@ def export_command(
     filters = ExportFilters(
         accepted_only=accepted_only, min_rationality=min_rationality, emotions=_csv(emotions),
         min_intensity=min_intensity, min_duration=min_duration, max_duration=max_duration, min_snr=min_snr,
-        languages=_csv(language), min_asd=min_asd, max_per_video=max_per_video, label_set=label_set,
+        languages=_csv(language), min_asd=min_asd, max_per_video=max_per_video, speakers=_csv(speaker), label_set=label_set,
         run_index=run_index, backend=backend, model=model)
     if dry_run:
-        from .dataset import preview_export
+        from ..export.dataset import preview_export
 
         try:
             pv = preview_export(proj, filters)
@@ -69,7 +71,7 @@ def export_command(
         try:
             split_values = [float(x) for x in _csv(splits)]
         except ValueError:
-            raise fail(f"--splits {splits!r}: give train,dev,test fractions, e.g. 0.8,0.1,0.1")
+            raise fail(f"--splits {splits!r}: give train,validation,test fractions, e.g. 0.8,0.1,0.1")
     progress = None
     bar = None
     if sys.stderr.isatty():

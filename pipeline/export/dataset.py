@@ -20,8 +20,9 @@ from ..fileutil import pid_alive
 from ..project import Project
 from . import audio as audio_mod
 from .card import readme, write_sha256sums
-from .formats import FORMATS, WRITERS, check_lab_template, dumps, video_folder
-from .select import SPLIT_NAMES, ExportError, ExportFilters, assign_splits, choices, normalise_splits, select
+from .fields import SPLIT_NAMES, record
+from .formats import FORMATS, WRITERS, check_lab_template, dumps, safe_name, video_folder
+from .select import ExportError, ExportFilters, assign_splits, choices, normalise_splits, select
 
 Progress = Callable[[int, int, str], None]
 
@@ -53,11 +54,15 @@ class ExportResult:
     skipped: list[str] = field(default_factory=list)
     manifest_sha256: str = ""
     export_id: int | None = None
+    unknown_license: int = 0  # clips whose source states no licence
+
 
     def summary(self) -> str:
         splits = ", ".join(f"{k} {v}" for k, v in self.per_split.items() if v)
         line = (f"exported {self.n_items} clips ({self.hours:.3f} h) from {self.n_videos} videos "
                 f"as {self.format} to {self.out} [{splits}]")
+        if self.unknown_license:
+            line += f"; licence unknown for {self.unknown_license} clips (check before sharing; see README.md)"
         return line + (f"; {len(self.skipped)} left out (see README.md)" if self.skipped else "")
 
 
@@ -69,7 +74,7 @@ def _options(cfg: dict, *, audio, sample_rate, seed, splits, shard_size_mb, lab_
         seed=int(ex.get("seed", 0) if seed is None else seed),
         splits=normalise_splits(ex.get("splits", [0.8, 0.1, 0.1]) if splits is None else splits),
         shard_size_mb=float(shard_size_mb or ex.get("shard_size_mb", 256.0)),
-        lab_template=lab_template or ex.get("lab_template", "({emotion}) {text}"),
+        lab_template=lab_template or ex.get("lab_template", "{text}"),
     )
     if opts.audio not in ("vocals", "mix"):
         raise ExportError(f"--audio {opts.audio!r}: choose vocals or mix")
@@ -119,37 +124,20 @@ def _install(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _clip_id(sha: str, start_s: float, end_s: float) -> str:
-    return f"{sha[:12]}_{round(start_s * 1000):09d}_{round(end_s * 1000):09d}"
-
-
-def _record(c: dict, split: str) -> dict:
-    r = round
-    return {
-        "id": _clip_id(c["video_sha"], c["start_s"], c["end_s"]),
-        "split": split,
-        "text": (c["text"] or "").strip(),
-        "start_s": r(c["start_s"], 3),
-        "end_s": r(c["end_s"], 3),
-        "duration_s": r(c["end_s"] - c["start_s"], 3),
-        "source_video": c["video_sha"],
-        "language": c["language"],
-        "label_set": c["label_set"],
-        "primary_emotion": c["primary_emotion"],
-        "primary_intensity": c["primary_intensity"],
-        "emotions": {k: float(v) for k, v in sorted(c["emotions"].items())},
-        "rationale": c["rationale"],
-        "visual_analysis": c["visual_analysis"],
-        "audio_analysis": c["audio_analysis"],
-        "text_analysis": c["text_analysis"],
-        "review": c["review"],
-        "backend": c["backend"],
-        "model": c["model"],
-        "prompt_sha": c["prompt_sha"],
-        "run_index": c["run_index"],
-        "snr_db": None if c["snr_db"] is None else r(float(c["snr_db"]), 3),
-        "asd_score": None if c["asd_score"] is None else r(float(c["asd_score"]), 4),
-    }
+def _speaker_folders(recs: list[dict]) -> None:
+    """lab: one folder per speaker (named by the speaker, unique by number); clips without a
+    speaker go to one unknown-<video> folder per video."""
+    names: dict[int, str] = {}
+    for rec in recs:
+        if rec["speaker_id"] is not None and rec["speaker_id"] not in names:
+            names[rec["speaker_id"]] = safe_name(rec["speaker"], "speaker")
+    clash = {n for n in names.values() if list(names.values()).count(n) > 1}
+    for rec in recs:
+        sid = rec["speaker_id"]
+        if sid is None:
+            rec["_speaker_folder"] = f"unknown-{rec['_folder']}"
+        else:
+            rec["_speaker_folder"] = names[sid] + (f"-{sid}" if names[sid] in clash else "")
 
 
 def export_dataset(
@@ -191,12 +179,13 @@ def export_dataset(
         by_video: dict[str, list[dict]] = {}
         seen: set[str] = set()
         for c in sel.clips:
-            rec = _record(c, split_of[c["video_sha"]])
+            rec = record(c, split_of[c["video_sha"]])
             if rec["id"] in seen:  # two segments with the same millisecond span: keep ids unique
                 rec["id"] += f"_{c['segment_id']}"
             seen.add(rec["id"])
             rec["_folder"] = video_folder(videos[c["video_sha"]]["path"], c["video_sha"])
             by_video.setdefault(c["video_sha"], []).append(rec)
+        _speaker_folders([r for recs in by_video.values() for r in recs])
 
         out.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(out)
@@ -325,4 +314,5 @@ def _result(out, fmt, written, skipped, manifest_sha) -> ExportResult:
         per_emotion[r["primary_emotion"]] = per_emotion.get(r["primary_emotion"], 0) + 1
     return ExportResult(out=out, format=fmt, n_items=len(written), n_videos=len({r["source_video"] for r in written}),
                         hours=sum(r["duration_s"] for r in written) / 3600, per_split=per_split,
-                        per_emotion=dict(sorted(per_emotion.items())), skipped=skipped, manifest_sha256=manifest_sha)
+                        per_emotion=dict(sorted(per_emotion.items())), skipped=skipped, manifest_sha256=manifest_sha,
+                        unknown_license=sum(1 for r in written if r["source_license"] is None))

@@ -1,9 +1,12 @@
-"""The five dataset layouts. Each writer receives records in id order and writes only under
+"""The six dataset layouts. Each writer receives records in id order and writes only under
 its root (a temporary folder the driver renames into place), so the bytes depend on the
-records alone: sorted keys, no timestamps, fixed tar headers.
+records alone: sorted keys, no timestamps, fixed tar and gzip headers. Every layout carries
+the same records (export/fields.py); the ones without a native place for them (lab, elan)
+add a manifest.jsonl.
 """
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -16,10 +19,9 @@ from xml.etree import ElementTree as ET
 import numpy as np
 
 from . import audio as audio_mod
+from .fields import FIELDS
 
-FORMATS = ("jsonl", "hf", "webdataset", "lab", "elan")
-# Hugging Face's folder builders map these folder names to their canonical splits.
-HF_SPLIT_DIRS = {"train": "train", "dev": "validation", "test": "test"}
+FORMATS = ("jsonl", "hf", "webdataset", "lab", "elan", "lhotse")
 
 
 def dumps(obj) -> str:
@@ -85,48 +87,51 @@ class JsonlWriter(Writer):
         self.records.append(rec)
 
     def finish(self):
-        with open(self.root / "manifest.jsonl", "w", encoding="utf-8", newline="\n") as f:
-            for rec in self.records:
-                f.write(dumps(rec) + "\n")
+        write_manifest(self.root, self.records)
 
 
-# Numeric record fields; in the hf layout a missing one is NaN rather than null (see HfWriter).
-FLOAT_FIELDS = {"start_s", "end_s", "duration_s", "primary_intensity", "snr_db", "asd_score"}
+def write_manifest(root: Path, records: list[dict]) -> None:
+    """manifest.jsonl: one record per line, in id order."""
+    with open(root / "manifest.jsonl", "w", encoding="utf-8", newline="\n") as f:
+        for rec in records:
+            f.write(dumps(rec) + "\n")
 
 
-def _hf_value(key: str, value):
-    if isinstance(value, dict):
-        return {k: _hf_value(k, v) for k, v in value.items()}
-    if value is None:
-        return float("nan") if key in FLOAT_FIELDS else ""
-    return value
+_ARROW_TYPES = {"string": "string", "int": "int64", "float": "float64"}
 
 
 class HfWriter(Writer):
-    """Hugging Face audiofolder: <split>/<id>.wav + <split>/metadata.jsonl with file_name.
+    """Hugging Face audiofolder: <split>/<id>.wav + <split>/metadata.parquet (file_name + the record).
 
     datasets infers each split's features from its own metadata file and refuses splits
-    whose features differ, and a column that is null in every row of a split becomes type
-    null there. So missing values are written typed: "" for text, NaN for numbers.
+    whose features differ; JSON null in every row of one split would make that column type
+    null there. Parquet carries the types, so every split is written with one schema and a
+    missing value stays null (the rule of every format).
     """
 
     def audio_path(self, rec):
-        return f"{HF_SPLIT_DIRS[rec['split']]}/{rec['id']}.wav"
+        return f"{rec['split']}/{rec['id']}.wav"
 
     def add(self, rec, samples):
         self._wav(rec["audio"], samples)
         self.records.append(rec)
 
     def finish(self):
-        by_split: dict[str, list[dict]] = {}
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = []
         for rec in self.records:
-            row = {k: _hf_value(k, v) for k, v in rec.items() if k not in ("audio", "split") and not k.startswith("_")}
+            row = {k: v for k, v in rec.items() if k != "audio" and not k.startswith("_")}
             row["file_name"] = rec["audio"].split("/", 1)[1]
-            by_split.setdefault(HF_SPLIT_DIRS[rec["split"]], []).append(row)
-        for split, rows in sorted(by_split.items()):
-            with open(self.root / split / "metadata.jsonl", "w", encoding="utf-8", newline="\n") as f:
-                for row in rows:
-                    f.write(dumps(row) + "\n")
+            rows.append(row)
+        schema = pa.Table.from_pylist(rows).schema
+        for i, f in enumerate(schema):  # a column null in every row still gets its declared type
+            if pa.types.is_null(f.type) and FIELDS.get(f.name, ("",))[0] in _ARROW_TYPES:
+                schema = schema.set(i, pa.field(f.name, _ARROW_TYPES[FIELDS[f.name][0]]))
+        for split in sorted({r["split"] for r in rows}):
+            table = pa.Table.from_pylist([r for r in rows if r["split"] == split], schema=schema)
+            pq.write_table(table, self.root / split / "metadata.parquet", compression="zstd")
 
 
 class WebDatasetWriter(Writer):
@@ -179,10 +184,13 @@ class WebDatasetWriter(Writer):
 
 
 class LabWriter(Writer):
-    """Fish-Speech style: <video folder>/<id>.wav + <id>.lab ("(emotion) text"), splits.json."""
+    """Fish-Speech fine-tuning layout: one folder per speaker holding <id>.wav + <id>.lab (the
+    bare transcript by default; --lab-template adds emotion tags), plus manifest.jsonl with
+    the full records. Clips without a known speaker go to unknown-<video> folders (one per
+    video: nothing says two videos' unknown voices are the same person)."""
 
     def audio_path(self, rec):
-        return f"{rec['_folder']}/{rec['id']}.wav"
+        return f"{rec['_speaker_folder']}/{rec['id']}.wav"
 
     def add(self, rec, samples):
         self._wav(rec["audio"], samples)
@@ -191,14 +199,20 @@ class LabWriter(Writer):
         self.records.append(rec)
 
     def finish(self):
-        write_splits_json(self.root, self.records)
+        write_manifest(self.root, self.records)
 
 
 def render_lab(template: str, rec: dict) -> str:
+    from .fish_tags import fish_tag
+
     text = " ".join((rec.get("text") or "").split())
     fields = {"emotion": rec["primary_emotion"].lower(), "label": rec["primary_emotion"], "text": text,
+              "fish_emotion": fish_tag(rec["primary_emotion"]),
               "intensity": f"{rec['primary_intensity']:.2f}", "language": rec.get("language") or ""}
     return " ".join(template.format_map(fields).split())
+
+
+LAB_FIELDS = "{text}, {fish_emotion}, {emotion}, {label}, {intensity}, {language}"
 
 
 def check_lab_template(template: str) -> str | None:
@@ -206,25 +220,16 @@ def check_lab_template(template: str) -> str | None:
     try:
         render_lab(template, {"primary_emotion": "Joy", "text": "x", "primary_intensity": 1.0})
     except (KeyError, IndexError, ValueError) as e:
-        return (f"--lab-template {template!r}: {type(e).__name__} {e}; "
-                "use the fields {emotion}, {label}, {text}, {intensity}, {language}")
+        return f"--lab-template {template!r}: {type(e).__name__} {e}; use the fields {LAB_FIELDS}"
     if "{text}" not in template:
         return f"--lab-template {template!r}: must contain {{text}}"
     return None
 
 
-def write_splits_json(root: Path, records: list[dict]) -> None:
-    """For folder-per-video layouts: which video folder belongs to which split."""
-    splits: dict[str, set[str]] = {}
-    for rec in records:
-        splits.setdefault(rec["split"], set()).add(rec["_folder"])
-    (root / "splits.json").write_text(dumps({k: sorted(v) for k, v in sorted(splits.items())}) + "\n",
-                                      encoding="utf-8", newline="\n")
-
-
 class ElanWriter(Writer):
-    """One <video folder>.eaf per video (tiers: transcript, primary emotion, verdict,
-    rationale) beside the video's full-length audio it points to by a relative URL."""
+    """One <video folder>.eaf per video (tiers: transcript, speaker, primary emotion, verdict,
+    rationale; the source in header properties) beside the video's full-length audio it
+    points to by a relative URL, plus manifest.jsonl with the full records."""
 
     clip_based = False
 
@@ -238,7 +243,7 @@ class ElanWriter(Writer):
         self.records.extend(recs)
 
     def finish(self):
-        write_splits_json(self.root, self.records)
+        write_manifest(self.root, sorted(self.records, key=lambda r: r["id"]))
 
 
 def eaf_document(media_name: str, recs: list[dict]) -> bytes:
@@ -255,8 +260,14 @@ def eaf_document(media_name: str, recs: list[dict]) -> bytes:
     url = "./" + quote(media_name)  # an xsd:anyURI relative to the .eaf (names may be non-ASCII)
     ET.SubElement(header, "MEDIA_DESCRIPTOR", {"MEDIA_URL": url, "MIME_TYPE": "audio/x-wav", "RELATIVE_MEDIA_URL": url})
     order = ET.SubElement(doc, "TIME_ORDER")
+    first = recs[0] if recs else {}
+    for key in ("source_video", "source_url", "source_title", "source_uploader", "source_upload_date",
+                "source_license"):
+        if first.get(key) is not None:
+            ET.SubElement(header, "PROPERTY", {"NAME": key}).text = str(first[key])
     tiers = {name: ET.SubElement(doc, "TIER", attrs) for name, attrs in (
         ("transcript", {"LINGUISTIC_TYPE_REF": "utterance", "TIER_ID": "transcript"}),
+        ("speaker", {"LINGUISTIC_TYPE_REF": "label", "PARENT_REF": "transcript", "TIER_ID": "speaker"}),
         ("primary emotion", {"LINGUISTIC_TYPE_REF": "label", "PARENT_REF": "transcript", "TIER_ID": "primary emotion"}),
         ("verdict", {"LINGUISTIC_TYPE_REF": "label", "PARENT_REF": "transcript", "TIER_ID": "verdict"}),
         ("rationale", {"LINGUISTIC_TYPE_REF": "label", "PARENT_REF": "transcript", "TIER_ID": "rationale"}),
@@ -278,6 +289,7 @@ def eaf_document(media_name: str, recs: list[dict]) -> bytes:
         ET.SubElement(ann, "ANNOTATION_VALUE").text = rec.get("text") or ""
         review = rec["review"]
         values = {
+            "speaker": rec.get("speaker") or "",
             "primary emotion": f"{rec['primary_emotion']} ({rec['primary_intensity']:.2f})",
             "verdict": f"{review['verdict']} ({review['accepts']} accept, {review['rejects']} reject)",
             "rationale": rec.get("rationale") or "",
@@ -298,4 +310,42 @@ def eaf_document(media_name: str, recs: list[dict]) -> bytes:
     return ET.tostring(doc, encoding="UTF-8", xml_declaration=True) + b"\n"
 
 
-WRITERS = {"jsonl": JsonlWriter, "hf": HfWriter, "webdataset": WebDatasetWriter, "lab": LabWriter, "elan": ElanWriter}
+class LhotseWriter(Writer):
+    """Lhotse manifests per split (recordings, supervisions, cuts as .jsonl.gz) over
+    audio/<split>/<id>.wav; one recording, supervision and MonoCut per clip. The
+    supervision has text, language and speaker; every other record field is in `custom`."""
+
+    TOP = ("id", "text", "language", "speaker")  # record fields with a native supervision field
+
+    def audio_path(self, rec):
+        return f"audio/{rec['split']}/{rec['id']}.wav"
+
+    def add(self, rec, samples):
+        self._wav(rec["audio"], samples)
+        n = len(samples)
+        recording = {"id": rec["id"], "sources": [{"type": "file", "channels": [0], "source": rec["audio"]}],
+                     "sampling_rate": self.opts.sample_rate, "num_samples": n,
+                     "duration": n / self.opts.sample_rate, "channel_ids": [0]}
+        sup = {"id": rec["id"], "recording_id": rec["id"], "start": 0.0, "duration": recording["duration"],
+               "channel": 0, "text": rec["text"], "language": rec["language"], "speaker": rec["speaker"],
+               "custom": {k: v for k, v in rec.items() if k not in self.TOP and k != "audio" and not k.startswith("_")}}
+        cut = {"id": rec["id"], "start": 0.0, "duration": recording["duration"], "channel": 0,
+               "supervisions": [sup], "recording": recording, "type": "MonoCut"}
+        self.records.append((rec, recording, sup, cut))
+
+    def finish(self):
+        for split in sorted({r[0]["split"] for r in self.records}):
+            mine = [r for r in self.records if r[0]["split"] == split]
+            for kind, k in (("recordings", 1), ("supervisions", 2), ("cuts", 3)):
+                _write_gz_jsonl(self.root / f"{kind}_{split}.jsonl.gz", [r[k] for r in mine])
+
+
+def _write_gz_jsonl(path: Path, items: list[dict]) -> None:
+    """gzip with mtime 0 and no file name in the header: same items, same bytes."""
+    data = "".join(json.dumps(x, sort_keys=True, ensure_ascii=False) + "\n" for x in items).encode("utf-8")
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        gz.write(data)
+
+
+WRITERS = {"jsonl": JsonlWriter, "hf": HfWriter, "webdataset": WebDatasetWriter, "lab": LabWriter, "elan": ElanWriter,
+           "lhotse": LhotseWriter}

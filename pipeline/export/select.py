@@ -1,4 +1,4 @@
-"""Which clips an export holds: the annotation set, the filters, and the train/dev/test split.
+"""Which clips an export holds: the annotation set, the filters, and the train/validation/test split.
 
 Everything here reads the store and returns plain dicts in a fixed order, so two exports of
 the same project with the same filters select the same rows in the same order.
@@ -12,8 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import metrics, store
-
-SPLIT_NAMES = ("train", "dev", "test")
+from .fields import SPLIT_NAMES, speaker_label
 
 
 class ExportError(ValueError):
@@ -34,6 +33,7 @@ class ExportFilters:
     languages: tuple[str, ...] = ()       # segment language codes (case-insensitive)
     min_asd: float | None = None          # active-speaker score; clips without one dropped when set
     max_per_video: int | None = None      # keep the most intense N clips of each source video
+    speakers: tuple[str, ...] = ()        # speaker names or numbers (case-insensitive); needs speakers
     label_set: str | None = None
     run_index: int = 0
     backend: str | None = None
@@ -43,6 +43,7 @@ class ExportFilters:
         d = asdict(self)
         d["emotions"] = sorted(self.emotions)
         d["languages"] = sorted(self.languages)
+        d["speakers"] = sorted(self.speakers)
         return d
 
 
@@ -106,13 +107,16 @@ def _choose_set(db, f: ExportFilters, cfg: dict) -> tuple[str, str, str]:
 def select(db, f: ExportFilters, cfg: dict) -> Selection:
     """Apply the filters in a fixed order; an emptied selection names the filter that did it."""
     backend, model, label_set = _choose_set(db, f, cfg)
-    anns = store.rows(db, """
+    speaker_cols, speaker_join = _speaker_sql(db)
+    anns = store.rows(db, f"""
         SELECT a.id AS annotation_id, a.segment_id, a.backend, a.model, a.prompt_sha, a.run_index,
                a.label_set, a.primary_emotion, a.intensities_json, a.rationale, a.visual_analysis,
                a.audio_analysis, a.text_analysis,
                s.video_id, s.start_s, s.end_s, s.text, s.language, s.snr_db, s.asd_score, s.status,
-               v.sha256 AS video_sha, v.path AS video_path
+               {speaker_cols},
+               v.sha256 AS video_sha, v.path AS video_path, {", ".join("v." + c for c in SOURCE_FIELDS)}
         FROM annotations a JOIN segments s ON s.id = a.segment_id JOIN videos v ON v.id = s.video_id
+        {speaker_join}
         WHERE a.backend = ? AND a.model = ? AND a.label_set = ? AND a.run_index = ?
         ORDER BY a.segment_id, a.id""", (backend, model, label_set, f.run_index))
     # A changed prompt leaves older answers behind: the newest answer per segment wins.
@@ -153,6 +157,13 @@ def select(db, f: ExportFilters, cfg: dict) -> Selection:
     if f.languages:
         langs = {x.lower() for x in f.languages}
         keep(f"--language {','.join(sorted(langs))}", lambda c: (c["language"] or "").lower() in langs)
+    if f.speakers:
+        if "speaker_id" not in _columns(db, "segments"):
+            raise ExportError("--speaker: this project has no speakers yet; run the speakers stage first")
+        wanted_spk = {x.strip().lower() for x in f.speakers}
+        keep(f"--speaker {','.join(sorted(wanted_spk))}",
+             lambda c: c["speaker_id"] is not None
+             and ({str(c["speaker_id"]), (speaker_label(c["speaker_id"], c["speaker_name"]) or "").lower()} & wanted_spk))
     if f.min_duration is not None:
         keep(f"--min-duration {f.min_duration:g}", lambda c: c["duration_s"] >= f.min_duration)
     if f.max_duration is not None:
@@ -184,6 +195,24 @@ def select(db, f: ExportFilters, cfg: dict) -> Selection:
                      annotation_sets=[dict(zip(("backend", "model", "label_set", "prompt_sha"), s)) for s in sets])
 
 
+SOURCE_FIELDS = ("source_url", "source_id", "source_title", "source_uploader", "source_upload_date", "source_license")
+
+
+def _columns(db, table: str) -> set[str]:
+    return {r[1] for r in db.conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _speaker_sql(db) -> tuple[str, str]:
+    """(select columns, join) for the segment's speaker: segments.speaker_id and the speakers
+    table's name through a LEFT JOIN, or NULLs while the project has no speakers schema."""
+    if "speaker_id" not in _columns(db, "segments"):
+        return "NULL AS speaker_id, NULL AS speaker_name", ""
+    name = next((c for c in ("name", "label") if c in _columns(db, "speakers")), None)
+    if name is None:
+        return "s.speaker_id AS speaker_id, NULL AS speaker_name", ""
+    return f"s.speaker_id AS speaker_id, sp.{name} AS speaker_name", "LEFT JOIN speakers sp ON sp.id = s.speaker_id"
+
+
 def _check_emotions(emotions, label_set: str) -> None:
     """A misspelt emotion is a usage error, not an empty export."""
     from ..taxonomy import TaxonomyError, load_label_set
@@ -201,7 +230,7 @@ def _check_emotions(emotions, label_set: str) -> None:
 
 def choices(db) -> dict[str, Any]:
     """What a filter can choose from (for the GUI's export dialog): annotation sets with
-    counts, primary emotions and languages present."""
+    counts, primary emotions, languages and speakers present."""
     sets = store.rows(db, """SELECT backend, model, label_set, run_index, COUNT(DISTINCT segment_id) AS segments
                              FROM annotations GROUP BY backend, model, label_set, run_index
                              ORDER BY backend, model, label_set, run_index""")
@@ -209,7 +238,12 @@ def choices(db) -> dict[str, Any]:
         db, "SELECT DISTINCT primary_emotion FROM annotations ORDER BY primary_emotion")]
     languages = [r["language"] for r in store.rows(
         db, "SELECT DISTINCT language FROM segments WHERE language IS NOT NULL ORDER BY language")]
-    return {"annotation_sets": sets, "emotions": emotions, "languages": languages}
+    speakers: list[str] = []
+    if "speaker_id" in _columns(db, "segments"):
+        cols, join = _speaker_sql(db)
+        speakers = sorted({speaker_label(r["speaker_id"], r["speaker_name"]) for r in store.rows(
+            db, f"SELECT DISTINCT {cols} FROM segments s {join} WHERE s.speaker_id IS NOT NULL")})
+    return {"annotation_sets": sets, "emotions": emotions, "languages": languages, "speakers": speakers}
 
 
 def _intensity(emotions: dict, name: str) -> float:
@@ -244,9 +278,10 @@ def normalise_splits(fractions) -> tuple[float, float, float]:
     try:
         vals = [float(x) for x in fractions]
     except (TypeError, ValueError):
-        raise ExportError(f"splits {fractions!r}: give up to three numbers for train/dev/test, e.g. 0.8,0.1,0.1") from None
+        raise ExportError(f"splits {fractions!r}: give up to three numbers for train/validation/test, e.g. 0.8,0.1,0.1") from None
     if not 1 <= len(vals) <= 3 or any(v < 0 for v in vals) or sum(vals) <= 0:
-        raise ExportError(f"splits {fractions!r}: give up to three non-negative numbers for train/dev/test, e.g. 0.8,0.1,0.1")
+        raise ExportError(f"splits {fractions!r}: give up to three non-negative numbers for train/validation/test, "
+                          "e.g. 0.8,0.1,0.1")
     vals += [0.0] * (3 - len(vals))
     total = sum(vals)
     return tuple(v / total for v in vals)  # type: ignore[return-value]
@@ -257,7 +292,7 @@ def assign_splits(clips: list[dict], fractions, seed: int) -> dict[str, str]:
 
     Videos are ordered by a seeded hash of their content hash (independent of paths, insert
     order and Python's RNG), then each goes to the split in which the midpoint of its clips
-    falls on the cumulative train/dev/test line, so clip counts follow the fractions.
+    falls on the cumulative train/validation/test line, so clip counts follow the fractions.
     """
     fr = normalise_splits(fractions)
     counts = Counter(c["video_sha"] for c in clips)
