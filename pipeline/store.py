@@ -161,8 +161,50 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 2: the runner's process id, so `mikupal status` can tell a live run from a killed one
     ["ALTER TABLE runs ADD COLUMN pid INTEGER"],
-    # 3: (reserved) the LLM stage: batch jobs, exact cost columns
-    [],
+    # 3: the LLM stage: exact cost columns, Batch API jobs (recorded before they are submitted,
+    # so a killed run resumes polling instead of paying again), clips uploaded once
+    [
+        "ALTER TABLE annotations ADD COLUMN cached_tokens INTEGER",
+        "ALTER TABLE annotations ADD COLUMN thought_tokens INTEGER",
+        "ALTER TABLE annotations ADD COLUMN usage_json TEXT",
+        "ALTER TABLE annotations ADD COLUMN batch_job TEXT",
+        """CREATE TABLE batch_jobs (
+            id INTEGER PRIMARY KEY,
+            stage TEXT NOT NULL,
+            model TEXT NOT NULL,
+            display_name TEXT NOT NULL UNIQUE,
+            name TEXT,
+            state TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            input_file TEXT,
+            output_file TEXT,
+            n_requests INTEGER NOT NULL,
+            run_id INTEGER REFERENCES runs(id),
+            error TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE batch_requests (
+            job_id INTEGER NOT NULL REFERENCES batch_jobs(id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            segment_id INTEGER REFERENCES segments(id) ON DELETE CASCADE,
+            run_index INTEGER NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            task_json TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            PRIMARY KEY (job_id, key)
+        )""",
+        "CREATE INDEX batch_requests_item ON batch_requests(segment_id, run_index)",
+        """CREATE TABLE uploaded_files (
+            sha TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            uri TEXT NOT NULL,
+            mime_type TEXT,
+            size_bytes INTEGER,
+            uploaded_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )""",
+    ],
     # 4: speakers (the `speakers` stage; corrections in the app). Embeddings are float16
     # little-endian unit vectors (resemblyzer GE2E: 256 dims, 512 bytes), kept out of
     # `segments` so SELECT * there stays small and JSON-able.

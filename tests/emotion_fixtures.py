@@ -41,30 +41,53 @@ def set_cfg(project: Project, **kw) -> None:
         project.config[sec][key] = v
 
 
-def run_emotion(project: Project, threads: int = 1):
-    """Driver loop: pending -> prepare -> process (optionally from threads) -> commit."""
-    from concurrent.futures import ThreadPoolExecutor
+def run_emotion(project: Project, in_flight: int | None = None):
+    """Driver loop shaped like the runner's asyncio executor: pending -> prepare on the driver,
+    ``process_async`` fanned out (``in_flight`` items at once, default the stage's concurrency()),
+    commit inside a transaction, a StageError stored as an errors row with its detail and path.
+    Returns (stage, db, failure messages)."""
+    import asyncio
 
     from mikupal.emotion.stage import EmotionStage
     from mikupal.stage import StageError
 
     stage = EmotionStage(project)
     db = project.db()
-    items = stage.pending(db)
-    tasks = [stage.prepare(db, it) for it in items]
-    failures = []
-    try:
-        with ThreadPoolExecutor(max(1, threads)) as ex:
-            futs = [(t, ex.submit(stage.process, t)) for t in tasks]
-            for t, f in futs:
+    tasks = [stage.prepare(db, it) for it in stage.pending(db)]
+    failures: list[str] = []
+
+    async def main():
+        stage.load()
+        sem = asyncio.Semaphore(in_flight or stage.concurrency())
+
+        async def one(t):
+            async with sem:
                 try:
-                    stage.commit(db, t, f.result())
+                    return t, await stage.process_async(t)
                 except StageError as e:
-                    failures.append(str(e))
-                    store.record_error(db, "emotion", str(e), segment_id=t["segment_id"], video_id=t["video_id"])
-    finally:
-        stage.close()
+                    return t, e
+
+        try:
+            started = [asyncio.ensure_future(one(t)) for t in tasks]  # in order, like the runner's queue
+            for fut in asyncio.as_completed(started):
+                t, r = await fut
+                if isinstance(r, StageError):
+                    failures.append(str(r))
+                    store.record_error(db, "emotion", str(r), segment_id=t["segment_id"], video_id=t["video_id"],
+                                       detail=getattr(r, "detail", None), path=getattr(r, "path", None))
+                else:
+                    with store.transaction(db):
+                        stage.commit(db, t, r)
+        finally:
+            await stage.aclose()
+
+    asyncio.run(main())
     return stage, db, failures
+
+
+def paid(err_row: dict) -> dict:
+    """The paid-answer record in an emotion errors row's detail."""
+    return json.loads(err_row["detail"])
 
 
 def annotations(db) -> list[dict]:

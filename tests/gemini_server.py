@@ -1,13 +1,23 @@
 """A local HTTP server that speaks the Gemini REST protocol (v1), for tests and the benchmark.
 
-It implements what google-genai 3.x sends (FACTS.md): ``POST /v1/models/{model}:generateContent``
-and the Files API (``POST /upload/v1/files`` resumable start / upload / finalize,
-``GET /v1/files/{id}`` polling PROCESSING -> ACTIVE, ``DELETE /v1/files/{id}``). Request keys
-are read in camelCase or snake_case (the SDK mixes them).
+It implements what google-genai 3.x sends (FACTS.md): ``POST /v1/models/{model}:generateContent``,
+the Files API (``POST /upload/v1/files`` resumable start / upload / finalize,
+``GET /v1/files/{id}`` polling PROCESSING -> ACTIVE, ``DELETE /v1/files/{id}``,
+``GET /v1/files/{id}:download?alt=media``) and the Batch API
+(``POST /v1/models/{model}:batchGenerateContent`` with inline requests or an uploaded JSONL
+``fileName``; ``GET /v1/batches/{id}`` and ``GET /v1/batches`` answer the operation with
+``metadata.state`` BATCH_STATE_PENDING -> RUNNING -> SUCCEEDED (or ``batch_final``) and
+``metadata.output`` inlinedResponses or a responsesFile). Request keys are read in camelCase
+or snake_case (the SDK mixes them).
 
 Behaviour is scripted: push ``Reply`` objects onto ``server.script`` (served in order to
-generateContent calls); when the script is empty ``default_reply`` answers with a valid
-annotation built from the request's response schema. ``latency_s`` delays every answer.
+generateContent calls, and to the requests of a batch when it completes: a non-200 reply
+becomes that request's ``error``); when the script is empty a valid annotation is built from
+the request's response schema. ``latency_s`` delays every answer. Service rules:
+``daily_quota = N`` answers 429 with a QuotaFailure ``...PerDay...`` body after N answers;
+``rate_limit_body(quota, s)`` builds a 429 with RetryInfo and QuotaFailure (no Retry-After
+header, like the service); ``thoughts``/``cached`` add thoughtsTokenCount and
+cachedContentTokenCount to every usageMetadata.
 """
 from __future__ import annotations
 
@@ -28,6 +38,7 @@ class Reply:
     headers: dict = field(default_factory=dict)
     delay_s: float = 0.0
     text: str | None = None  # a 200 answer whose candidate text is exactly this
+    finish: str = "STOP"  # the candidate's finishReason (e.g. MAX_TOKENS)
 
 
 def g(d: dict, *names, default=None):
@@ -43,6 +54,25 @@ def g(d: dict, *names, default=None):
 
 def error_body(code: int, status: str, message: str) -> dict:
     return {"error": {"code": code, "message": message, "status": status}}
+
+
+def rate_limit_body(quota_id: str, retry_s: float | None, model: str = "gemini-test-flash") -> dict:
+    """A 429 as the Gemini API sends it: QuotaFailure naming the quota, Help, RetryInfo."""
+    details = [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
+            "quotaMetric": "generativelanguage.googleapis.com/generate_content_requests",
+            "quotaId": quota_id, "quotaDimensions": {"location": "global", "model": model}, "quotaValue": "2"}]},
+        {"@type": "type.googleapis.com/google.rpc.Help",
+         "links": [{"description": "Learn more about Gemini API quotas", "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
+    ]
+    if retry_s is not None:
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_s:g}s"})
+    return {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": details,
+                      "message": f"You exceeded your current quota. Quota: {quota_id}. Please retry in {retry_s}s."}}
+
+
+DAILY_QUOTA = "GenerateRequestsPerDayPerProjectPerModel"
+MINUTE_QUOTA = "GenerateRequestsPerMinutePerProjectPerModel"
 
 
 STATUS_NAME = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 429: "RESOURCE_EXHAUSTED",
@@ -167,9 +197,18 @@ class GeminiServer(ScriptedServer):
         self.primary = primary
         self.deleted: list[str] = []
         self._ids = 0
+        self.thoughts = 0  # thoughtsTokenCount per answer
+        self.cached = 0  # cachedContentTokenCount per answer (of the TEXT prompt)
+        self.daily_quota: int | None = None  # answers allowed before the per-day quota is exhausted
+        self.answered = 0
+        # Batch API: id -> {"op": operation JSON, "requests": [(key, request)], "mode", "gets"}
+        self.batches: dict[str, dict] = {}
+        self.batch_pending_gets = 1  # GETs that still see PENDING (then one RUNNING, then the end state)
+        self.batch_hold = False  # True: jobs stay PENDING until released
+        self.batch_final = "BATCH_STATE_SUCCEEDED"
 
     # --- generateContent ---------------------------------------------------------------
-    def _ok(self, req: dict, text: str | None) -> dict:
+    def _ok(self, req: dict, text: str | None, finish: str = "STOP") -> dict:
         gen = g(req, "generationConfig") or {}
         schema = g(gen, "responseSchema") or {}
         names = list((g(schema.get("properties", {}).get("emotions", {}), "properties") or {}).keys())
@@ -184,14 +223,21 @@ class GeminiServer(ScriptedServer):
             if inline:
                 data = inline.get("data", "")
                 media_bytes += len(base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)))
-        prompt_tokens = 300 + media_bytes // 100
+        video, audio = media_bytes // 200 + 1, media_bytes // 400 + 1  # a file part counts as 1 + 1
+        prompt_tokens = 300 + video + audio
         out_tokens = max(1, len(text) // 4)
+        um = {"promptTokenCount": prompt_tokens, "candidatesTokenCount": out_tokens,
+              "totalTokenCount": prompt_tokens + out_tokens + self.thoughts,
+              "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 300}, {"modality": "VIDEO", "tokenCount": video},
+                                      {"modality": "AUDIO", "tokenCount": audio}]}
+        if self.thoughts:
+            um["thoughtsTokenCount"] = self.thoughts
+        if self.cached:
+            um["cachedContentTokenCount"] = self.cached
+            um["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": self.cached}]
         return {
-            "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}],
-            "usageMetadata": {"promptTokenCount": prompt_tokens, "candidatesTokenCount": out_tokens,
-                              "totalTokenCount": prompt_tokens + out_tokens,
-                              "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 300},
-                                                      {"modality": "VIDEO", "tokenCount": media_bytes // 100}]},
+            "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": finish, "index": 0}],
+            "usageMetadata": um,
             "modelVersion": "test-model",
         }
 
@@ -215,7 +261,29 @@ class GeminiServer(ScriptedServer):
             bad = self._check_files(rec["json"] or {})
             if bad:
                 return h.send(400, error_body(400, "FAILED_PRECONDITION", bad))
-            return self.serve_scripted(h, rec["json"] or {}, self._ok)
+            with self.lock:
+                over = self.daily_quota is not None and self.answered >= self.daily_quota
+            if over:
+                return h.send(429, rate_limit_body(DAILY_QUOTA, 40000.0))
+            return self.serve_scripted(h, rec["json"] or {}, self._answer)
+        if method == "POST" and path.startswith("/v1/models/") and path.endswith(":batchGenerateContent"):
+            return self._batch_create(h, path, rec["json"] or {})
+        if method == "GET" and path == "/v1/batches":
+            with self.lock:
+                ops = [self._batch_op(bid) for bid in list(self.batches)]
+            return h.send(200, {"operations": ops})
+        if method == "GET" and path.startswith("/v1/batches/"):
+            bid = path.rsplit("/", 1)[-1]
+            if bid not in self.batches:
+                return h.send(404, error_body(404, "NOT_FOUND", f"batch {bid} not found"))
+            with self.lock:
+                return h.send(200, self._batch_op(bid, advance=True))
+        if method == "GET" and "files/" in path and path.endswith(":download"):
+            fid = path.rsplit("/", 1)[-1].split(":")[0]
+            f = self.files.get(fid)
+            if f is None:
+                return h.send(404, error_body(404, "NOT_FOUND", f"file {fid} not found"))
+            return h.send(200, f["data"])
         if method == "POST" and path == "/upload/v1/files":
             q = parse_qs(u.query)
             cmd = (h.headers.get("X-Goog-Upload-Command") or "").lower()
@@ -244,6 +312,8 @@ class GeminiServer(ScriptedServer):
             return h.send(200, {"file": meta}, {"X-Goog-Upload-Status": "final"})
         if path.startswith("/v1/files/"):
             fid = path.rsplit("/", 1)[-1]
+            if fid.endswith(":download"):
+                return h.send(404, error_body(404, "NOT_FOUND", path))
             f = self.files.get(fid)
             if f is None:
                 return h.send(404, error_body(404, "NOT_FOUND", f"file {fid} not found"))
@@ -257,6 +327,114 @@ class GeminiServer(ScriptedServer):
                 self.deleted.append(fid)
                 return h.send(200, {})
         return h.send(404, error_body(404, "NOT_FOUND", f"{method} {path}"))
+
+
+    # --- answers, quotas ----------------------------------------------------------------
+    def _answer(self, req: dict, text: str | None, finish: str = "STOP") -> dict:
+        with self.lock:
+            self.answered += 1
+        return self._ok(req, text, finish)
+
+    def serve_scripted(self, h, request_json: dict, make_ok):
+        """As the base class, plus the reply's finishReason."""
+        reply = self.next_reply()
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            time.sleep(self.latency_s + reply.delay_s)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+        if reply.status != 200:
+            body = reply.body if reply.body is not None else error_body(
+                reply.status, STATUS_NAME.get(reply.status, "UNKNOWN"), f"scripted {reply.status}")
+            return h.send(reply.status, body, reply.headers)
+        body = reply.body if reply.body is not None else make_ok(request_json, reply.text, reply.finish)
+        return h.send(200, body, reply.headers)
+
+    # --- Batch API ------------------------------------------------------------------------
+    def _batch_create(self, h, path: str, body: dict):
+        batch = g(body, "batch") or {}
+        inp = g(batch, "inputConfig") or {}
+        model = path[len("/v1/"):-len(":batchGenerateContent")]
+        if g(inp, "fileName"):
+            fid = g(inp, "fileName").rsplit("/", 1)[-1]
+            f = self.files.get(fid)
+            if f is None:
+                return h.send(400, error_body(400, "INVALID_ARGUMENT", f"input file {fid} not found"))
+            reqs = []
+            for line in f["data"].decode().splitlines():
+                if line.strip():
+                    d = json.loads(line)
+                    reqs.append((d.get("key"), d.get("request") or {}))
+            mode = "file"
+        else:
+            items = g(g(inp, "requests") or {}, "requests") or []
+            reqs = [((it.get("metadata") or {}).get("key"), it.get("request") or {}) for it in items]
+            mode = "inline"
+        with self.lock:
+            self._ids += 1
+            bid = f"b{self._ids}"
+            self.batches[bid] = {"requests": reqs, "mode": mode, "gets": 0, "state": "BATCH_STATE_PENDING",
+                                 "meta": {"model": model, "displayName": g(batch, "displayName", default=""),
+                                          "createTime": "2026-12-01T20:00:00Z"},
+                                 "keys_meta": [it.get("metadata") for it in (g(g(inp, "requests") or {}, "requests") or [])],
+                                 "output": None}
+            return h.send(200, self._batch_op(bid))
+
+    def release_batches(self):
+        """Let held jobs finish (batch_hold = False)."""
+        self.batch_hold = False
+
+    def _batch_op(self, bid: str, advance: bool = False) -> dict:
+        b = self.batches[bid]
+        if advance and b["state"] in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING") and not self.batch_hold:
+            b["gets"] += 1
+            if b["gets"] > self.batch_pending_gets + 1:
+                self._batch_finish(b)
+            elif b["gets"] > self.batch_pending_gets:
+                b["state"] = "BATCH_STATE_RUNNING"
+        meta = {"@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+                "name": f"batches/{bid}", "state": b["state"], **b["meta"],
+                "batchStats": {"requestCount": str(len(b["requests"]))}}
+        if b["output"] is not None:
+            meta["output"] = b["output"]
+        op = {"name": f"batches/{bid}", "metadata": meta}
+        if b["state"] not in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING"):
+            op["done"] = True
+        return op
+
+    def _batch_finish(self, b: dict):
+        """Answer every request (the script first, like interactive calls), then the end state."""
+        b["state"] = self.batch_final
+        if self.batch_final != "BATCH_STATE_SUCCEEDED":
+            return
+        outs = []
+        for key, req in b["requests"]:
+            reply = self.script.pop(0) if self.script else Reply()
+            bad = self._check_files(req)
+            if bad:
+                outs.append((key, {"error": {"code": 400, "message": bad, "status": "FAILED_PRECONDITION"}}))
+            elif reply.status != 200:
+                err = (reply.body or {}).get("error") if isinstance(reply.body, dict) else None
+                outs.append((key, {"error": err or {"code": reply.status, "message": f"scripted {reply.status}",
+                                                    "status": STATUS_NAME.get(reply.status, "UNKNOWN")}}))
+            else:
+                self.answered += 1
+                outs.append((key, {"response": reply.body if reply.body is not None else
+                                   self._ok(req, reply.text, reply.finish)}))
+        if b["mode"] == "file":
+            self._ids += 1
+            fid = f"out{self._ids}"
+            data = "\n".join(json.dumps({"key": k, **o}) for k, o in outs).encode() + b"\n"
+            self.files[fid] = {"data": data, "polls": 0, "meta": {
+                "name": f"files/{fid}", "uri": f"{self.url}/v1/files/{fid}", "mimeType": "application/jsonl",
+                "sizeBytes": str(len(data)), "state": "ACTIVE", "downloadUri": f"{self.url}/v1/files/{fid}:download"}}
+            b["output"] = {"responsesFile": f"files/{fid}"}
+        else:
+            b["output"] = {"inlinedResponses": {"inlinedResponses": [
+                {**o, "metadata": {"key": k}} for k, o in outs]}}
 
 
 if __name__ == "__main__":  # a manual check: python tests/gemini_server.py

@@ -11,8 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from emotion_fixtures import (API_KEY, annotations, assert_no_key, env_for_gemini, errors,  # noqa: E402
-                              project_with_segments, run_emotion, set_cfg)
-from gemini_server import GeminiServer, Reply, g  # noqa: E402
+                              paid, project_with_segments, run_emotion, set_cfg)
+from gemini_server import DAILY_QUOTA, MINUTE_QUOTA, GeminiServer, Reply, g, rate_limit_body  # noqa: E402
 
 from mikupal.taxonomy import load_label_set  # noqa: E402
 
@@ -31,8 +31,9 @@ def gproject(project, demo_clip, server, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
     env_for_gemini(monkeypatch, server.url)
     project.seg_ids = project_with_segments(project, demo_clip, statuses={3: "no_face"})
-    set_cfg(project, emotion__backend="gemini", emotion__model="gemini-test-flash", emotion__backoff_s=0.01,
-            emotion__max_backoff_s=0.05, emotion__timeout_s=2.0, emotion__max_retries=6)
+    set_cfg(project, emotion__backend="gemini", emotion__model="gemini-2.5-flash-test", emotion__backoff_s=0.01,
+            emotion__max_backoff_s=0.05, emotion__timeout_s=2.0, emotion__max_retries=6,
+            emotion__concurrency=1)  # scripted replies go to items in order; tests of concurrency set it
     return project
 
 
@@ -50,7 +51,7 @@ def test_success_stores_full_answer(gproject, server, caplog):
         emo = json.loads(r["intensities_json"])
         assert list(emo) == COWEN and all(0 <= v <= 1 for v in emo.values())
         assert r["primary_emotion"] in COWEN and emo[r["primary_emotion"]] == 0.8
-        assert r["backend"] == "gemini" and r["model"] == "gemini-test-flash" and r["label_set"] == "cowen26"
+        assert r["backend"] == "gemini" and r["model"] == "gemini-2.5-flash-test" and r["label_set"] == "cowen26"
         assert r["prompt_sha"] == stage.prompt.sha and r["rationale"] and r["visual_analysis"]
         assert json.loads(r["raw_response"])["candidates"][0]["content"]["parts"][0]["text"]
         assert r["input_tokens"] > 300 and r["output_tokens"] > 0 and r["cost_usd"] > 0
@@ -73,16 +74,24 @@ def test_success_stores_full_answer(gproject, server, caplog):
 
 
 def test_commit_is_idempotent(gproject, server):
+    import asyncio
+
     from mikupal.emotion.stage import EmotionStage
 
     stage = EmotionStage(gproject)
     db = gproject.db()
     task = stage.prepare(db, stage.pending(db)[0])
-    result = stage.process(task)
-    stage.close()
+
+    async def one():
+        try:
+            return await stage.process_async(task)
+        finally:
+            await stage.aclose()
+
+    result = asyncio.run(one())
     stage.commit(db, task, result)
     stage.commit(db, task, result)
-    assert len(annotations(db)) == 1
+    assert len(annotations(db)) == 1 and stage.concurrency() == 1
 
 
 def test_rate_limit_and_unavailable_storm_then_success(gproject, server, caplog):
@@ -137,9 +146,11 @@ def test_safety_blocked_empty_candidate_is_an_error_row(gproject, server, caplog
                                   "usageMetadata": {"promptTokenCount": 400}})]
     stage, db, failures = run_emotion(gproject)
     errs = errors(db)
-    assert failures == [] and len(annotations(db)) == 2 and len(errs) == 1
+    assert len(failures) == 1 and len(annotations(db)) == 2 and len(errs) == 1
     assert "safety filter (SAFETY)" in errs[0]["message"] and errs[0]["segment_id"] == gproject.seg_ids[0]
-    assert "HARM_CATEGORY_DANGEROUS_CONTENT" in errs[0]["detail"]
+    rec = paid(errs[0])  # the paid receipt: 400 text tokens at $0.30/M (hand-computed)
+    assert "HARM_CATEGORY_DANGEROUS_CONTENT" in rec["answer"] and rec["kind"] == "blocked"
+    assert rec["input_tokens"] == 400 and rec["cost_usd"] == pytest.approx(400 * 0.30 / 1e6)
     assert len(gen_requests(server)) == 3  # a block is not retried
     # The next run retries the blocked segment only.
     stage2, db2, _ = run_emotion(gproject)
@@ -155,9 +166,11 @@ def test_invalid_answer_retried_once_then_error_row(gproject, server, bad):
     server.script += [Reply(text=bad), Reply(text=bad)]
     stage, db, failures = run_emotion(gproject)
     errs = errors(db)
-    assert failures == [] and len(errs) == 1 and len(annotations(db)) == 2
-    assert "invalid answer after one retry" in errs[0]["message"]
-    assert errs[0]["detail"] == bad  # the raw text, for a human to read
+    assert len(failures) == 1 and len(errs) == 1 and len(annotations(db)) == 2
+    assert "invalid answer after one retry" in errs[0]["message"] and "\n" not in errs[0]["message"]
+    rec = paid(errs[0])
+    assert rec["answer"] == bad and rec["kind"] == "invalid"  # the raw text, for a human to read
+    assert rec["cost_usd"] > 0 and rec["input_tokens"] > 600  # both paid attempts
     seeds = [r["json"]["generationConfig"]["seed"] for r in gen_requests(server)[:2]]
     assert seeds[0] == 1234 and seeds[1] != 1234  # the retry is a new draw
 
@@ -214,10 +227,10 @@ def test_changing_label_set_or_language_changes_prompt_sha(gproject, server):
     assert "German" in gen_requests(server)[-1]["json"]["systemInstruction"]["parts"][0]["text"]
 
 
-def test_threads_share_one_concurrency_limit(gproject, server, demo_clip):
+def test_one_concurrency_limit_however_many_items_are_in_flight(gproject, server, demo_clip):
     server.latency_s = 0.3
     set_cfg(gproject, emotion__concurrency=2, emotion__runs=3)
-    stage, db, failures = run_emotion(gproject, threads=8)
+    stage, db, failures = run_emotion(gproject, in_flight=8)
     assert failures == [] and len(annotations(db)) == 9
     assert server.max_in_flight == 2
 
@@ -233,7 +246,7 @@ def test_api_key_never_leaks(gproject, server, caplog, tmp_path):
                                                  "message": f"API key {API_KEY} not valid"}}),
                       Reply(text=f"key={API_KEY}"), Reply(text=f"key={API_KEY}"), Reply(text=json.dumps(leaky))]
     stage, db, failures = run_emotion(gproject)
-    assert len(failures) == 1 and "400" in failures[0] and "***" in failures[0]
+    assert len(failures) == 2 and any("400" in f and "***" in f for f in failures)
     assert len(errors(db)) == 2  # the 400 and the invalid answer
     rows = annotations(db)
     assert len(rows) == 1 and "***" in rows[0]["rationale"] and "***" in rows[0]["raw_response"]
@@ -263,14 +276,111 @@ def test_through_the_runner(gproject, server, caplog):
     rows, errs = annotations(db), errors(db)
     assert summary.status == "finished" and len(rows) + len(errs) == 6
     assert {r["run_id"] for r in rows} == {summary.run_id}
-    assert all(e["run_id"] == summary.run_id and e["detail"] == "oops" for e in errs)
+    assert all(e["run_id"] == summary.run_id and paid(e)["answer"] == "oops" for e in errs)
     again = Runner(gproject, "emotion").run()  # resume: only what is missing
     assert len(annotations(gproject.db())) == 6 and again.stages["emotion"].ok == len(errs)
     assert_no_key(gproject, caplog.text)
 
 
-def test_thinking_budget_is_sent_when_set(gproject, server):
-    set_cfg(gproject, emotion__thinking_budget=0)
-    run_emotion(gproject)
+def test_thinking_is_off_by_default_for_flash_and_left_to_pro(gproject, server):
+    run_emotion(gproject)  # the default thinking_budget = 0
     gc = gen_requests(server)[0]["json"]["generationConfig"]
     assert g(g(gc, "thinkingConfig"), "thinkingBudget") == 0
+    n = len(gen_requests(server))
+    set_cfg(gproject, emotion__model="gemini-test-pro", emotion__thinking_budget=0)  # Pro cannot turn it off
+    run_emotion(gproject)
+    assert len(gen_requests(server)) == n + 3
+    assert g(gen_requests(server)[-1]["json"]["generationConfig"], "thinkingConfig") is None
+    set_cfg(gproject, emotion__model="gemini-test-flash-2", emotion__thinking_budget=512)
+    run_emotion(gproject)
+    assert g(g(gen_requests(server)[-1]["json"]["generationConfig"], "thinkingConfig"), "thinkingBudget") == 512
+
+
+def _stamped(server):
+    import time
+
+    stamps = []
+    orig = server.serve_scripted
+
+    def stamped(h, req, make_ok):
+        stamps.append(time.monotonic())
+        return orig(h, req, make_ok)
+
+    server.serve_scripted = stamped
+    return stamps
+
+
+def test_retry_info_in_the_body_is_honoured(gproject, server):
+    set_cfg(gproject, emotion__backoff_s=0.001, emotion__max_backoff_s=0.002)
+    server.script += [Reply(429, body=rate_limit_body(MINUTE_QUOTA, 1.5))]  # no Retry-After header, like Gemini
+    stamps = _stamped(server)
+    stage, db, failures = run_emotion(gproject)
+    assert failures == [] and len(annotations(db)) == 3
+    assert stamps[1] - stamps[0] >= 1.45  # our backoff would wait ~1 ms; RetryInfo asked for 1.5 s
+
+
+def test_per_minute_limit_slows_down_instead_of_failing(gproject, server):
+    set_cfg(gproject, emotion__runs=4, emotion__concurrency=4, emotion__max_retries=8)
+    server.script += [Reply(429, body=rate_limit_body(MINUTE_QUOTA, 0.05))] * 6
+    stage, db, failures = run_emotion(gproject, in_flight=12)
+    assert failures == [] and len(annotations(db)) == 12 and errors(db) == []
+    assert len(gen_requests(server)) == 12 + 6
+
+
+def test_daily_quota_stops_the_stage_with_one_line_and_a_later_run_finishes(gproject, server, caplog):
+    set_cfg(gproject, emotion__runs=7)  # 21 answers to give
+    server.daily_quota = 2
+    stage, db, failures = run_emotion(gproject)
+    assert len(annotations(db)) == 2
+    assert len(gen_requests(server)) == 3  # two answers, one 429 naming the daily quota, then no request at all
+    assert len(set(failures)) == len(failures) == 19
+    msg = failures[-1]
+    assert "\n" not in msg and DAILY_QUOTA in msg and "try again after" in msg and "later run" in msg
+    assert "concurrency" not in msg and "rpm" not in msg
+    server.daily_quota = None  # the next day
+    stage2, db2, failures2 = run_emotion(gproject)
+    assert failures2 == [] and len(annotations(db2)) == 21 and len(gen_requests(server)) == 3 + 19
+
+
+def test_exact_cost_from_usage_metadata(gproject, server):
+    """Hand-computed from the price table: TEXT/VIDEO $0.30, AUDIO $1.00, cached TEXT $0.03 per M
+    input; $2.50 per M output including thinking (gemini-2.5-flash, resources/prices)."""
+    server.thoughts, server.cached = 800, 200  # model gemini-2.5-flash-test: priced as gemini-2.5-flash
+    stage, db, failures = run_emotion(gproject)
+    assert failures == []
+    for r in annotations(db):
+        u = json.loads(r["usage_json"])
+        p = u["prompt"]
+        assert p["text"] == 300 and p["video"] > 0 and p["audio"] > 0 and u["cached"] == {"text": 200}
+        assert r["thought_tokens"] == 800 and r["cached_tokens"] == 200
+        answer_tokens = r["output_tokens"] - 800
+        want = ((300 - 200) * 0.30 + 200 * 0.03 + p["video"] * 0.30 + p["audio"] * 1.00
+                + (answer_tokens + 800) * 2.50) / 1e6
+        assert r["cost_usd"] == pytest.approx(want, rel=1e-9)
+        assert r["input_tokens"] == 300 + p["video"] + p["audio"]
+
+
+def test_project_price_file_overrides_the_shipped_table(gproject, server):
+    (Path(gproject.root) / "prices.json").write_text(json.dumps({"as_of": "2030-01-01", "models": {
+        "gemini-test-flash": {"input": 1.0, "output": 10.0}}}))
+    set_cfg(gproject, emotion__model="gemini-test-flash")
+    stage, db, _ = run_emotion(gproject)
+    r = annotations(db)[0]
+    assert r["cost_usd"] == pytest.approx((r["input_tokens"] * 1.0 + r["output_tokens"] * 10.0) / 1e6)
+
+
+def test_unpriced_model_costs_unknown_not_a_guess(gproject, server):
+    set_cfg(gproject, emotion__model="gemini-test-flash")  # in no table
+    stage, db, _ = run_emotion(gproject)
+    assert {r["cost_usd"] for r in annotations(db)} == {None}
+
+
+def test_max_tokens_is_a_clear_per_item_error(gproject, server):
+    server.thoughts = 1900
+    server.script += [Reply(text='{"visual_analysis": "The speaker', finish="MAX_TOKENS")]
+    stage, db, failures = run_emotion(gproject)
+    assert len(failures) == 1 and len(annotations(db)) == 2
+    msg = failures[0]
+    assert "max_output_tokens=2048" in msg and "MAX_TOKENS" in msg and "raise [emotion] max_output_tokens" in msg
+    assert "thinking" in msg and len(gen_requests(server)) == 3  # not retried: the same cap cuts it again
+    assert paid(errors(db)[0])["kind"] == "max_tokens"

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from emotion_fixtures import annotations, assert_no_key, errors, project_with_segments, run_emotion, set_cfg  # noqa: E402
+from emotion_fixtures import (annotations, assert_no_key, errors, paid, project_with_segments,  # noqa: E402
+                              run_emotion, set_cfg)
 from openai_server import OpenAIServer, Reply  # noqa: E402
 
 from mikupal.taxonomy import load_label_set  # noqa: E402
@@ -36,7 +37,8 @@ def oproject(project, demo_clip, server, monkeypatch, caplog):
     monkeypatch.setenv("MIKUPAL_OPENAI_API_KEY", KEY)
     project.seg_ids = project_with_segments(project, demo_clip)
     set_cfg(project, emotion__backend="openai", emotion__model="qwen2.5-omni-test", emotion__label_set="meld7",
-            emotion__backoff_s=0.01, emotion__max_backoff_s=0.05, emotion__timeout_s=2.0)
+            emotion__backoff_s=0.01, emotion__max_backoff_s=0.05, emotion__timeout_s=2.0,
+            emotion__concurrency=1)  # scripted replies go to items in order
     return project
 
 
@@ -98,7 +100,8 @@ def test_invalid_answer_retried_once_then_error_row(oproject, server, bad):
     server.script += [Reply(text=bad), Reply(text=bad)]
     stage, db, failures = run_emotion(oproject)
     errs = errors(db)
-    assert failures == [] and len(errs) == 1 and errs[0]["detail"] == bad and len(annotations(db)) == 3
+    assert len(failures) == 1 and len(errs) == 1 and paid(errs[0])["answer"] == bad and len(annotations(db)) == 3
+    assert paid(errs[0])["input_tokens"] == 1000  # both attempts were paid (500 each)
 
 
 def test_fenced_json_is_accepted(oproject, server):
@@ -108,7 +111,7 @@ def test_fenced_json_is_accepted(oproject, server):
     server.script += [Reply(text=f"```json\n{ok}\n```")]
     stage, db, failures = run_emotion(oproject)
     rows = annotations(db)
-    assert errors(db) == [] and rows[0]["primary_emotion"] == "joy"
+    assert failures == [] and errors(db) == [] and rows[0]["primary_emotion"] == "joy"
 
 
 def test_content_filter_is_an_error_row(oproject, server):
@@ -116,7 +119,7 @@ def test_content_filter_is_an_error_row(oproject, server):
                                   "choices": [{"index": 0, "message": {"role": "assistant", "content": None},
                                                "finish_reason": "content_filter"}]})]
     stage, db, failures = run_emotion(oproject)
-    assert failures == [] and "content filter" in errors(db)[0]["message"] and len(chat_requests(server)) == 4
+    assert len(failures) == 1 and "content filter" in errors(db)[0]["message"] and len(chat_requests(server)) == 4
 
 
 def test_key_echoed_by_server_is_scrubbed(oproject, server, caplog):
@@ -124,3 +127,27 @@ def test_key_echoed_by_server_is_scrubbed(oproject, server, caplog):
     stage, db, failures = run_emotion(oproject)
     assert len(failures) == 1 and "400" in failures[0] and "***" in failures[0]
     assert_no_key(oproject, caplog.text, *failures, key=KEY)
+
+
+def test_no_server_fails_fast_naming_the_url_and_the_variable(oproject, monkeypatch, caplog):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    monkeypatch.setenv("MIKUPAL_OPENAI_BASE_URL", url)
+    set_cfg(oproject, emotion__max_retries=6)
+    stage, db, failures = run_emotion(oproject)
+    assert len(failures) == 4 and annotations(db) == []
+    assert all(url in f and "MIKUPAL_OPENAI_BASE_URL" in f and "\n" not in f for f in failures)
+    assert "rpm" not in failures[0] and "concurrency" not in failures[0]
+    assert "retry 1/" not in caplog.text  # refused: not retried
+
+
+def test_length_cutoff_is_a_max_tokens_error(oproject, server):
+    server.script += [Reply(body={"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": '{"visual'},
+                                               "finish_reason": "length"}],
+                                  "usage": {"prompt_tokens": 500, "completion_tokens": 2048, "total_tokens": 2548}})]
+    stage, db, failures = run_emotion(oproject)
+    assert len(failures) == 1 and "max_output_tokens=2048" in failures[0] and paid(errors(db)[0])["kind"] == "max_tokens"

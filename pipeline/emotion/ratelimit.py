@@ -1,8 +1,15 @@
-"""Request pacing shared by the network backends: a requests/tokens-per-minute limiter and
-retries with exponential backoff, jitter and Retry-After.
+"""Request pacing shared by the network backends: a requests/tokens-per-minute limiter,
+adaptive concurrency, and retries with exponential backoff, jitter and the server's wait.
 
-Both live on one asyncio event loop (the emotion stage's), so one limiter paces every
-request of the stage no matter how many runner threads call it.
+The service's rules (FACTS.md): Gemini's 429 carries its wait in the JSON body
+(``google.rpc.RetryInfo.retryDelay``) and names the quota (``google.rpc.QuotaFailure``
+``violations[].quotaId``); it sends no Retry-After header. A per-minute quota slows the stage
+down (``AdaptiveConcurrency`` halves the requests in flight, then grows back one at a time);
+a per-day quota cannot be waited out inside a run: ``QuotaExhausted`` stops the stage after
+the requests already in flight, and a later run finishes the rest.
+
+All of it lives on the executor's one asyncio loop, so one limiter paces every request of
+the stage however many items the runner has in flight.
 """
 from __future__ import annotations
 
@@ -66,12 +73,144 @@ class RateLimiter:
 
 
 class TransientError(Exception):
-    """A failure worth retrying (rate limit, server error, timeout); may carry Retry-After."""
+    """A failure worth retrying (rate limit, server error, timeout); may carry the server's wait.
 
-    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None):
+    ``throttled`` marks a rate limit (429 or a per-minute quota): the stage should send fewer
+    requests at once, not only wait."""
+
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None,
+                 throttled: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
+        self.throttled = throttled
+
+
+class StopStage(Exception):
+    """No later item of this stage can succeed in this run (the message says why and what to do)."""
+
+
+class ServiceUnreachable(StopStage):
+    """Nothing answers at the configured address."""
+
+
+class QuotaExhausted(StopStage):
+    """A quota that resets only later (per day): no retry inside this run can succeed."""
+
+    def __init__(self, quota: str, retry_after: float | None):
+        self.quota = quota
+        self.retry_after = retry_after
+        super().__init__(f"quota {quota} exhausted; {when_to_retry(retry_after)}")
+
+
+def when_to_retry(retry_after: float | None, now: float | None = None) -> str:
+    """'try again after 08:00 UTC (in 3 h 12 min)'. Daily quotas reset at midnight Pacific time."""
+    now = time.time() if now is None else now
+    if retry_after is None:  # no hint in the body: the next midnight in US Pacific time
+        from datetime import datetime, timedelta
+        from zoneinfo import ZoneInfo
+
+        pt = datetime.fromtimestamp(now, ZoneInfo("America/Los_Angeles"))
+        reset = (pt + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        retry_after = reset.timestamp() - now
+    at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now + retry_after))
+    mins = int(retry_after // 60)
+    left = f"{mins // 60} h {mins % 60} min" if mins >= 60 else f"{max(1, mins)} min" if retry_after >= 60 else f"{retry_after:.0f} s"
+    return f"try again after {at} (in {left})"
+
+
+def parse_duration(value: object) -> float | None:
+    """A google.protobuf.Duration as JSON ("29s", "1.5s", or {"seconds": 29, "nanos": 0})."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        try:
+            return float(value.get("seconds", 0)) + float(value.get("nanos", 0)) / 1e9
+        except (TypeError, ValueError):
+            return None
+    s = str(value).strip()
+    if s.endswith("s"):
+        s = s[:-1]
+    try:
+        return max(0.0, float(s))
+    except ValueError:
+        return None
+
+
+def rpc_wait_and_quota(body: object) -> tuple[float | None, list[str]]:
+    """(RetryInfo.retryDelay in seconds, QuotaFailure quota ids) from a Google API error body."""
+    err = body.get("error", body) if isinstance(body, dict) else None
+    details = err.get("details") if isinstance(err, dict) else None
+    delay, quotas = None, []
+    for d in details if isinstance(details, list) else []:
+        if not isinstance(d, dict):
+            continue
+        kind = str(d.get("@type", ""))
+        if kind.endswith("google.rpc.RetryInfo"):
+            delay = parse_duration(d.get("retryDelay", d.get("retry_delay")))
+        elif kind.endswith("google.rpc.QuotaFailure"):
+            for v in d.get("violations") or []:
+                if isinstance(v, dict) and (v.get("quotaId") or v.get("quota_id")):
+                    quotas.append(str(v.get("quotaId") or v.get("quota_id")))
+    return delay, quotas
+
+
+def is_daily(quota_id: str) -> bool:
+    return "perday" in quota_id.lower().replace("_", "").replace("-", "")
+
+
+class AdaptiveConcurrency:
+    """At most ``limit`` requests in flight; the limit halves on a rate limit and grows by one
+    after ``limit`` successes in a row (AIMD), between 1 and ``ceiling``.
+
+    ``stop(exc)`` makes every later ``acquire`` raise ``exc`` (a daily quota: requests already
+    in flight finish, no new one starts)."""
+
+    def __init__(self, ceiling: int):
+        self.ceiling = max(1, int(ceiling))
+        self.limit = self.ceiling
+        self.in_flight = 0
+        self._ok_streak = 0
+        self._cond: asyncio.Condition | None = None
+        self.stopped: BaseException | None = None
+
+    def _c(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    async def __aenter__(self):
+        async with self._c():
+            await self._c().wait_for(lambda: self.stopped is not None or self.in_flight < self.limit)
+            if self.stopped is not None:
+                raise self.stopped
+            self.in_flight += 1
+        return self
+
+    async def __aexit__(self, *exc):
+        async with self._c():
+            self.in_flight -= 1
+            self._c().notify_all()
+        return False
+
+    def throttled(self) -> None:
+        new = max(1, self.limit // 2)
+        if new < self.limit:
+            log.info("rate limited: %d requests in flight at most (was %d)", new, self.limit)
+        self.limit, self._ok_streak = new, 0
+
+    async def succeeded(self) -> None:
+        self._ok_streak += 1
+        if self.limit < self.ceiling and self._ok_streak >= self.limit:
+            self.limit, self._ok_streak = self.limit + 1, 0
+            async with self._c():
+                self._c().notify_all()
+
+    async def stop(self, exc: BaseException) -> None:
+        if self.stopped is None:
+            self.stopped = exc
+        async with self._c():
+            self._c().notify_all()
 
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -122,11 +261,12 @@ async def with_retries(
     what: str = "request",
     rng: random.Random | None = None,
     stats: RetryStats | None = None,
+    on_transient: Callable[[TransientError], None] | None = None,
 ) -> T:
     """Await ``call()``; on an error that ``classify`` marks transient, wait and try again.
 
     The last transient error is re-raised after ``policy.max_retries`` retries; any other error
-    propagates at once.
+    (``classify`` may also raise, e.g. QuotaExhausted) propagates at once.
     """
     rng = rng or random.Random()
     attempt = 0
@@ -137,6 +277,8 @@ async def with_retries(
             t = classify(exc)
             if t is None:
                 raise
+            if on_transient is not None:
+                on_transient(t)
             if attempt >= policy.max_retries:
                 raise t from None
             d = policy.delay(attempt, t.retry_after, rng)

@@ -5,29 +5,35 @@ is in ``[segments] drop_statuses`` are skipped. An item is done when ``annotatio
 row for (segment, backend, model, prompt_sha, label_set, run_index); the UNIQUE index on
 those columns plus INSERT OR IGNORE makes ``commit`` idempotent.
 
-Concurrency (for the runner): ``process(task)`` is thread-safe. Every call is handed to one
-private asyncio loop owned by the stage, where a semaphore (``[emotion] concurrency``) and
-one requests/tokens-per-minute limiter pace all requests, so the runner may call
-``process`` from as many threads as it likes (``[emotion] concurrency`` threads keep the
-pipe full) and the limits still hold. ``process_many(tasks)`` does the same for a batch
-from one thread and returns results (or exceptions) in order. Call ``close()`` when done.
+Stage contract (pipeline/stage.py): ``async process_async(task)`` on the executor's asyncio
+loop, up to ``concurrency()`` ([emotion] concurrency) items at once; the backend paces them
+(requests/tokens per minute, adaptive concurrency on rate limits). ``aclose()`` closes the
+network sessions. ``commit`` writes only the annotation row (and the segment's clip).
+With ``[emotion] batch = true`` (``mikupal run --batch``) the runner drives the Gemini Batch
+API through ``batch.BatchDriver`` instead (``supports_batch``); answers are judged and stored
+the same way.
 
 Never pay twice: ``prepare`` looks up an existing answer for the same (clip sha, prompt sha,
 backend, model, run index) - e.g. the same clip under another segment id after segments were
-rebuilt - and the task then carries it; ``process`` copies it (cost 0) without a request.
+rebuilt - and the task then carries it; ``process_async`` copies it (cost 0) without a request.
 
-Failures: a model answer that stays invalid after one retry, or a blocked one, comes back as
-``{"error": {...}}`` and ``commit`` stores an errors row (stage 'emotion', detail = the raw
-text); the next run retries it. Network give-ups and unreadable sources raise StageError.
+Failures raise ``StageError`` (the runner writes the errors row). A PAID answer that is no
+use (invalid after one retry, blocked, cut off at MAX_TOKENS) raises ``StageError`` whose
+``detail`` is a JSON record of what was paid: ``{"kind", "answer", "cost_usd", "usage",
+"input_tokens", "output_tokens", "batch"}`` (``answer`` is the raw text or response, for a
+human). That errors row is the receipt: ``mikupal status`` adds ``$.cost_usd`` of emotion
+error rows to the spend, so the real bill is reported; the next run asks again (a useless
+answer has nothing to reuse). A valid answer is never requested twice. A per-day quota or an
+unreachable server raises ``StageError`` with ``stops_stage = True``: requests in flight
+finish, every later item fails at once without a request (same message), and a later run
+finishes the rest.
 """
 from __future__ import annotations
 
 import asyncio
-import atexit
 import json
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -36,57 +42,61 @@ from ..stage import Stage, StageError
 from ..taxonomy import TaxonomyError, TAXONOMY_DIR
 from .backends.base import Backend, Reply, Request
 from .clips import ClipError, ClipSpec, cut_clip, parse_bbox
+from .prices import PriceError, load_prices
 from .prompt import Prompt, build_prompt
-from .ratelimit import TransientError
+from .ratelimit import StopStage, TransientError
 from .redact import scrub
 
 log = logging.getLogger("mikupal.emotion")
 BASELINE_MODEL = "baseline-v1"
 
 
-def make_backend(cfg: dict) -> Backend:
+def stage_error(message: str, detail: str | None = None, path: str | None = None, *, stops_stage: bool = False) -> StageError:
+    """StageError(message, detail=, path=) as the stage contract defines it."""
+    try:
+        e = StageError(message, detail=detail, path=path)
+    except TypeError:  # the contract's StageError has not landed in pipeline/stage.py yet
+        e = StageError(message)
+        e.detail, e.path = detail, path
+    e.stops_stage = stops_stage
+    return e
+
+
+def paid_detail(kind: str, answer: str, usage, cost_usd: float | None, *, batch: bool = False) -> str:
+    """The errors.detail of a paid but useless answer: what it said and what it cost."""
+    return json.dumps({"kind": kind, "cost_usd": cost_usd, "input_tokens": usage.input_tokens,
+                       "output_tokens": usage.output_tokens, "usage": usage.to_dict(), "batch": batch,
+                       "answer": answer}, ensure_ascii=False)
+
+
+def make_backend(cfg: dict, project_root: str | Path | None = None) -> Backend:
     """The configured backend ([emotion] backend); raises StageError when it cannot start."""
     name = cfg["emotion"]["backend"]
     try:
         if name == "gemini":
             from .backends.gemini import GeminiBackend
 
-            return GeminiBackend(cfg)
+            return GeminiBackend(cfg, prices=load_prices(project_root))
         if name == "openai":
             from .backends.openai_compat import OpenAICompatBackend
 
-            return OpenAICompatBackend(cfg)
+            return OpenAICompatBackend(cfg, prices=load_prices(project_root))
         if name == "baseline":
             from .backends.baseline import BaselineBackend
 
             return BaselineBackend(cfg)
+    except PriceError as e:
+        raise StageError(f"emotion backend {name!r} cannot start: {e}") from None
     except Exception as e:  # noqa: BLE001 - e.g. no API key: one line, no secret
         raise StageError(f"emotion backend {name!r} cannot start: {scrub(e)}") from None
     raise StageError(f"unknown emotion backend {name!r}; use gemini, openai or baseline")
 
 
-class _LoopThread:
-    """One asyncio loop in a daemon thread; coroutines are submitted from any thread."""
-
-    def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="emotion-loop", daemon=True)
-        self.thread.start()
-
-    def run(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def stop(self):
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=10)
-        self.loop.close()
-
-
 class EmotionStage(Stage):
     name = "emotion"
     scope = "segment"
-    thread_safe = True  # one instance serves all runner threads (see the module docstring)
+    thread_safe = True  # one instance serves every item in flight on the executor's loop
+    supports_batch = True  # the runner may drive it through batch.BatchDriver ([emotion] batch)
     requires = ("segments", "asd")
     config_sections = ("clips", "emotion")
 
@@ -104,11 +114,10 @@ class EmotionStage(Stage):
         self.seed = int(e["seed"])
         self.drop_statuses = list(self.cfg["segments"]["drop_statuses"])
         self.run_id: int | None = None  # the runner may set the current runs.id
+        self.batch = bool(e.get("batch", False)) and self.backend_name == "gemini"
         self._backend: Backend | None = None
-        self._loop: _LoopThread | None = None
-        self._sem: asyncio.Semaphore | None = None
         self._clip_locks: dict[str, asyncio.Lock] = {}
-        self._load_lock = threading.Lock()
+        self._stopped: StageError | None = None
 
     def _label_set_ref(self, ref: str) -> str:
         """A relative label-set path is looked up in the project folder first."""
@@ -134,7 +143,8 @@ class EmotionStage(Stage):
         c = self.cfg["clips"]
         return ClipSpec(video_path=video["path"], video_sha=video["sha256"], start_s=float(seg["start_s"]),
                         end_s=float(seg["end_s"]), bbox=parse_bbox(seg.get("speaker_bbox_json")),
-                        crop=str(c["crop"]), height=int(c["height"]), fps=float(c["fps"]), context_s=float(c["context_s"]))
+                        crop=str(c["crop"]), height=int(c["height"]), fps=float(c["fps"]), context_s=float(c["context_s"]),
+                        audio_track=str(self.cfg.get("media", {}).get("audio_track", "default")))
 
     def prepare(self, db, item) -> dict[str, Any]:
         sid, run_index = int(item[0]), int(item[1])
@@ -180,67 +190,34 @@ class EmotionStage(Stage):
             return None
 
     def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> None:
-        if db.conn.in_transaction:  # the runner commits each item inside its own transaction
-            self._write(db, task, result)
-        else:
-            with store.transaction(db):
-                self._write(db, task, result)
-
-    def _write(self, db, task: dict[str, Any], result: dict[str, Any]) -> None:
-        run_id = task.get("run_id") or self.run_id
-        conn = db.conn
-        if result.get("error"):
-            err = result["error"]
-            store.record_error(db, "emotion", scrub(err["message"]), run_id=run_id, video_id=task["video_id"],
-                               segment_id=task["segment_id"], detail=scrub(err.get("detail")), path=result.get("clip_path"))
-            return
+        """Store the answer (inside the runner's transaction); idempotent."""
         a = result["annotation"]
         row = {k: a.get(k) for k in ANNOTATION_FIELDS} | {
-            "segment_id": task["segment_id"], "run_id": run_id, "created_at": store.now()}
+            "segment_id": task["segment_id"], "run_id": task.get("run_id") or self.run_id, "created_at": store.now()}
         cols = list(row)
-        conn.execute(f"INSERT OR IGNORE INTO annotations ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                     [row[c] for c in cols])
+        db.conn.execute(f"INSERT OR IGNORE INTO annotations ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        [row[c] for c in cols])
         if result.get("clip_sha"):
-            conn.execute("UPDATE segments SET clip_sha=?, clip_path=? WHERE id=?",
-                         (result["clip_sha"], result.get("clip_path"), task["segment_id"]))
+            db.conn.execute("UPDATE segments SET clip_sha=?, clip_path=? WHERE id=?",
+                            (result["clip_sha"], result.get("clip_path"), task["segment_id"]))
 
     # ---- worker side -------------------------------------------------------------
     def load(self) -> None:
-        with self._load_lock:
-            if self._loop is not None:
-                return
-            self._backend = make_backend(self.cfg)
-            self._loop = _LoopThread()
-            self._sem = asyncio.Semaphore(max(1, int(self.cfg["emotion"]["concurrency"])))
-            atexit.register(self.close)  # close network sessions even if the caller never does
+        if self._backend is None:
+            self._backend = make_backend(self.cfg, self.project.root)
+
+    def concurrency(self) -> int:
+        return max(1, int(self.cfg["emotion"]["concurrency"]))
+
+    async def aclose(self) -> None:
+        """Close the backend's network sessions (safe to call twice)."""
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            await backend.aclose()
 
     def close(self) -> None:
-        """Close network sessions and stop the stage's loop (safe to call twice)."""
-        with self._load_lock:
-            if self._loop is None:
-                return
-            try:
-                self._loop.run(self._backend.aclose())
-            finally:
-                self._loop.stop()
-                self._loop = None
-                atexit.unregister(self.close)
-
-    def process(self, task: dict[str, Any]) -> dict[str, Any]:
-        """Thread-safe: runs the item on the stage's loop and blocks until its answer."""
-        if self._loop is None:
-            self.load()
-        return self._loop.run(self._process_async(task))
-
-    def process_many(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any] | BaseException]:
-        """All tasks concurrently (bounded by [emotion] concurrency); results in input order."""
-        if self._loop is None:
-            self.load()
-
-        async def batch():
-            return await asyncio.gather(*(self._process_async(t) for t in tasks), return_exceptions=True)
-
-        return self._loop.run(batch())
+        """Sync variant: drops the backend (sessions are closed by ``aclose`` on the loop)."""
+        self._backend = None
 
     async def _cut(self, spec: ClipSpec):
         lock = self._clip_locks.setdefault(spec.key(), asyncio.Lock())
@@ -248,56 +225,88 @@ class EmotionStage(Stage):
             return await asyncio.get_running_loop().run_in_executor(
                 None, cut_clip, spec, self.project.stage_cache("clips"))
 
+    def clip_for(self, task: dict[str, Any]) -> ClipSpec:
+        cs = dict(task["clip_spec"])
+        cs["bbox"] = tuple(cs["bbox"]) if cs.get("bbox") else None
+        return ClipSpec(**cs)
+
+    async def cut(self, task: dict[str, Any]):
+        """The task's clip (cut once per content key); StageError when the source cannot be cut."""
+        try:
+            return await self._cut(self.clip_for(task))
+        except ClipError as e:
+            raise StageError(f"{task['item']}: {e}") from None
+
     def _rel(self, path: str) -> str:
         try:
             return str(Path(path).resolve().relative_to(Path(self.project.root).resolve()))
         except ValueError:
             return path
 
-    async def _process_async(self, task: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def reused(task: dict[str, Any]) -> dict[str, Any] | None:
+        """The copied answer when the same clip was already answered under this prompt (cost 0)."""
+        if not task.get("reuse"):
+            return None
+        a = dict(task["reuse"])
+        a.pop("from_id", None)
+        a.update(cost_usd=0.0, latency_s=0.0, run_index=task["run_index"], batch_job=None)
+        return {"segment_id": task["segment_id"], "run_index": task["run_index"], "annotation": a,
+                "clip_sha": task.get("clip_sha"), "reused": True}
+
+    def result_from(self, task: dict[str, Any], clip, reply: Reply, *, batch_job: str | None = None) -> dict[str, Any]:
+        """The result dict for ``commit``, or StageError for a paid but useless answer."""
         item = task["item"]
-        base = {"segment_id": task["segment_id"], "run_index": task["run_index"]}
-        if task.get("reuse"):
-            a = dict(task["reuse"])
-            a.pop("from_id", None)
-            a.update(cost_usd=0.0, latency_s=0.0, run_index=task["run_index"])
-            return base | {"annotation": a, "clip_sha": task.get("clip_sha"), "reused": True}
-        cs = dict(task["clip_spec"])
-        cs["bbox"] = tuple(cs["bbox"]) if cs.get("bbox") else None
-        spec = ClipSpec(**cs)
-        try:
-            clip = await self._cut(spec)
-        except ClipError as e:
-            raise StageError(f"{item}: {e}") from None
+        if reply.answer is None:
+            raise stage_error(f"{item}: {reply.error}",
+                              detail=scrub(paid_detail(reply.kind or "invalid", reply.raw, reply.usage, reply.cost_usd,
+                                                       batch=batch_job is not None)),
+                              path=self._rel(clip.path))
+        a, u = reply.answer, reply.usage
+        return {"segment_id": task["segment_id"], "run_index": task["run_index"], "clip_sha": clip.sha,
+                "clip_path": self._rel(clip.path), "retries": reply.retries, "annotation": {
+                    "backend": self.backend_name, "model": self.model, "prompt_sha": self.prompt.sha,
+                    "run_index": task["run_index"], "label_set": self.label_set, "primary_emotion": a.primary_emotion,
+                    "intensities_json": json.dumps(a.emotions), "rationale": a.rationale,
+                    "visual_analysis": a.visual_analysis, "audio_analysis": a.audio_analysis,
+                    "text_analysis": a.text_analysis, "raw_response": reply.raw, "input_tokens": u.input_tokens,
+                    "output_tokens": u.output_tokens, "cached_tokens": u.cached_tokens, "thought_tokens": u.thoughts,
+                    "usage_json": json.dumps(u.to_dict()), "cost_usd": reply.cost_usd,
+                    "latency_s": round(reply.latency_s, 3), "clip_sha": clip.sha, "batch_job": batch_job}}
+
+    async def process_async(self, task: dict[str, Any]) -> dict[str, Any]:
+        out = self.reused(task)
+        if out is not None:
+            return out
+        if self._stopped is not None:  # a daily quota or a dead server: no request can succeed now
+            raise stage_error(f"{task['item']}: {self._stopped}", stops_stage=True)
+        if self._backend is None:
+            self.load()
+        item = task["item"]
+        clip = await self.cut(task)
         req = Request(clip=clip, transcript=task.get("text") or "", prompt=self.prompt,
                       run_index=task["run_index"], seed=int(task["seed"]), item=item)
         try:
-            async with self._sem:
-                reply: Reply = await self._backend.annotate(req)
+            reply: Reply = await self._backend.annotate(req)
+        except StopStage as e:
+            if self._stopped is None:
+                self._stopped = StageError(f"{self.backend_name}: {scrub(e)}; a later run finishes the remaining items")
+                log.warning("emotion stage stopped: %s", self._stopped)
+            raise stage_error(f"{item}: {self._stopped}", stops_stage=True) from None
         except TransientError as e:
             raise StageError(f"{item}: {self.backend_name} still failing after {self.cfg['emotion']['max_retries']} "
-                             f"retries ({scrub(e)}); run again later or lower [emotion] concurrency/rpm") from None
+                             f"retries ({scrub(e)}); run again later") from None
         except StageError:
             raise
         except Exception as e:  # noqa: BLE001 - e.g. HTTP 400/401/403: one secret-free line
             raise StageError(f"{item}: {self.backend_name} request failed: {scrub(_one_line(e))}") from None
-        out = base | {"clip_sha": clip.sha, "clip_path": self._rel(clip.path), "tokens": [reply.input_tokens, reply.output_tokens],
-                      "cost_usd": reply.cost_usd, "retries": reply.retries}
-        if reply.answer is None:
-            return out | {"error": {"message": f"{item}: {reply.error}", "detail": reply.raw}}
-        a = reply.answer
-        return out | {"annotation": {
-            "backend": self.backend_name, "model": self.model, "prompt_sha": self.prompt.sha,
-            "run_index": task["run_index"], "label_set": self.label_set, "primary_emotion": a.primary_emotion,
-            "intensities_json": json.dumps(a.emotions), "rationale": a.rationale, "visual_analysis": a.visual_analysis,
-            "audio_analysis": a.audio_analysis, "text_analysis": a.text_analysis, "raw_response": reply.raw,
-            "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens, "cost_usd": reply.cost_usd,
-            "latency_s": round(reply.latency_s, 3), "clip_sha": clip.sha}}
+        return self.result_from(task, clip, reply)
 
 
 ANNOTATION_FIELDS = ("backend", "model", "prompt_sha", "run_index", "label_set", "primary_emotion", "intensities_json",
                      "rationale", "visual_analysis", "audio_analysis", "text_analysis", "raw_response", "input_tokens",
-                     "output_tokens", "cost_usd", "latency_s", "clip_sha")
+                     "output_tokens", "cached_tokens", "thought_tokens", "usage_json", "cost_usd", "latency_s",
+                     "clip_sha", "batch_job")
 
 
 def _one_line(e: BaseException) -> str:

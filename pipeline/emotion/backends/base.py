@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..clips import Clip
+from ..prices import Usage
 from ..prompt import Prompt
 from ..schema import Answer
 
@@ -20,20 +21,30 @@ class Request:
 
 @dataclass
 class Reply:
-    """One answer, or a recorded failure to get a valid one.
+    """One answer, or a paid failure to get a valid one.
 
-    ``answer`` is None when the model's text stayed invalid after one retry (or it was
-    blocked); then ``error`` says why and ``raw`` holds the text it sent (already scrubbed).
+    ``answer`` is None when the model's text stayed invalid after one retry, was blocked, or
+    was cut off at max_output_tokens; then ``error`` says why (``kind``: invalid, blocked,
+    max_tokens) and ``raw`` holds what it sent (already scrubbed). ``usage`` and ``cost_usd``
+    cover every attempt (all were paid); ``cost_usd`` is None for a model with no price.
     """
     answer: Answer | None
     raw: str
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = 0.0
     latency_s: float = 0.0
     error: str | None = None
+    kind: str = ""
     retries: int = 0
     meta: dict = field(default_factory=dict)
+
+    @property
+    def input_tokens(self) -> int:
+        return self.usage.input_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        return self.usage.output_tokens
 
 
 class Backend:
@@ -47,13 +58,6 @@ class Backend:
 
     async def aclose(self) -> None:
         """Release network sessions."""
-
-
-def cost(cfg: dict, input_tokens: int, output_tokens: int) -> float:
-    """USD from the config price table ([emotion] price_*_per_mtok)."""
-    e = cfg.get("emotion", {})
-    return round(input_tokens * float(e.get("price_input_per_mtok", 0)) / 1e6
-                 + output_tokens * float(e.get("price_output_per_mtok", 0)) / 1e6, 8)
 
 
 # Documented Gemini media token rates (FACTS.md): per sampled video frame (1 frame/s) by

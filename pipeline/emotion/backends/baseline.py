@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from ..clips import AUDIO_RATE, read_audio
+from ..prices import Usage
 from ..schema import Answer
 from .base import Backend, Reply, Request
 
@@ -152,4 +153,4 @@ class BaselineBackend(Backend):
         answer, measured = await asyncio.get_running_loop().run_in_executor(
             None, analyse, req.clip.path, req.transcript, req.prompt.label_set)
         raw = json.dumps({"backend": "baseline", "model": MODEL, "answer": answer.to_dict(), "measured": measured})
-        return Reply(answer, raw, 0, 0, 0.0, time.monotonic() - t, meta=measured)
+        return Reply(answer, raw, Usage(), 0.0, time.monotonic() - t, meta=measured)

@@ -1,8 +1,10 @@
 """Gemini through the real google-genai client (async), with our own pacing and retries.
 
-The SDK's own retries are off (it ignores Retry-After); `with_retries` retries 408/429/5xx,
-timeouts and dropped connections with exponential backoff + jitter and waits at least as
-long as Retry-After asks. `MIKUPAL_GEMINI_BASE_URL` points the client at a proxy or a test
+The SDK's own retries are off; `with_retries` retries 408/429/5xx, timeouts and dropped
+connections with exponential backoff + jitter and waits at least as long as the 429 body's
+RetryInfo.retryDelay asks. A rate limit also lowers the requests in flight (adaptive
+concurrency); a per-day quota (QuotaFailure ...PerDay...) stops the stage (QuotaExhausted).
+Cost comes from each response's usage_metadata and the price table (prices.py). `MIKUPAL_GEMINI_BASE_URL` points the client at a proxy or a test
 server. The key comes from GEMINI_API_KEY (or GOOGLE_API_KEY) and is scrubbed from
 everything this module returns or logs.
 """
@@ -14,16 +16,19 @@ import logging
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from ..ratelimit import RETRY_STATUS, RateLimiter, RetryPolicy, RetryStats, TransientError, parse_retry_after, with_retries
+from ..prices import PriceTable, Usage, load_prices, usage_from
+from ..ratelimit import (RETRY_STATUS, AdaptiveConcurrency, QuotaExhausted, RateLimiter, RetryPolicy, RetryStats,
+                         TransientError, is_daily, parse_retry_after, rpc_wait_and_quota, with_retries)
 from ..redact import scrub
-from ..schema import InvalidAnswer, gemini_schema, parse_answer
-from .base import Backend, Reply, Request, cost, estimate_input_tokens
+from ..schema import Answer, InvalidAnswer, gemini_schema, parse_answer
+from .base import Backend, Reply, Request, estimate_input_tokens
 
 log = logging.getLogger("mikupal.emotion")
 
@@ -55,11 +60,19 @@ def _headers(exc: BaseException):
 
 
 def classify(exc: BaseException) -> TransientError | None:
-    """Which failures are worth another try, and how long the server asked us to wait."""
+    """Which failures are worth another try, and how long the server asked us to wait.
+
+    A 429 naming a per-day quota raises QuotaExhausted: waiting inside the run cannot help."""
     if isinstance(exc, genai_errors.APIError):
         if exc.code in RETRY_STATUS:
-            ra = parse_retry_after(_headers(exc).get("Retry-After") or _headers(exc).get("retry-after"))
-            return TransientError(f"HTTP {exc.code} {exc.status or ''}".strip(), retry_after=ra, status=exc.code)
+            delay, quotas = rpc_wait_and_quota(exc.details)
+            daily = [q for q in quotas if is_daily(q)]
+            if exc.code == 429 and daily:
+                raise QuotaExhausted(daily[0], delay) from None
+            if delay is None:  # proxies may still send the header
+                delay = parse_retry_after(_headers(exc).get("Retry-After") or _headers(exc).get("retry-after"))
+            what = f"HTTP {exc.code} {exc.status or ''}".strip() + (f" (quota {quotas[0]})" if quotas else "")
+            return TransientError(what, retry_after=delay, status=exc.code, throttled=exc.code == 429)
         return None
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return TransientError("request timed out")
@@ -79,10 +92,66 @@ def classify(exc: BaseException) -> TransientError | None:
     return None
 
 
+def thinking_config(model: str, budget: int) -> types.ThinkingConfig | None:
+    """0 turns thinking off on Flash models; Pro models cannot turn it off, so they keep their
+    default (as with -1); N caps it."""
+    if budget < 0 or (budget == 0 and "flash" not in model.lower()):
+        return None
+    return types.ThinkingConfig(thinking_budget=budget)
+
+
+def generate_config(cfg: dict, req_prompt, seed: int) -> types.GenerateContentConfig:
+    """The request settings, one definition for interactive and Batch API requests."""
+    e = cfg["emotion"]
+    return types.GenerateContentConfig(
+        system_instruction=req_prompt.system,
+        temperature=float(e["temperature"]),
+        seed=seed,
+        max_output_tokens=int(e.get("max_output_tokens", 2048)),
+        response_mime_type="application/json",
+        response_schema=gemini_schema(req_prompt.label_set),
+        media_resolution=MEDIA_RESOLUTION.get(str(e.get("media_resolution", "low"))),
+        thinking_config=thinking_config(str(e["model"]), int(e.get("thinking_budget", 0))),
+    )
+
+
+@dataclass
+class Judged:
+    """One response, judged: a valid answer, or why not (kind: invalid, blocked, max_tokens)."""
+
+    answer: Answer | None
+    kind: str
+    reason: str
+    raw: str  # the whole response as JSON (scrubbed)
+    text: str  # the answer text (scrubbed)
+    usage: Usage
+
+
+def judge(resp: types.GenerateContentResponse, ls, max_output_tokens: int, secrets: tuple[str, ...] = ()) -> Judged:
+    """Validate one response exactly the same way for interactive and batch answers."""
+    usage = usage_from(resp.usage_metadata)
+    raw = scrub(json.dumps(_dump(resp), ensure_ascii=False), secrets)
+    text = scrub(_text(resp), secrets)
+    blocked = _blocked(resp)
+    if blocked and not text:
+        return Judged(None, "blocked", f"blocked by the model's safety filter ({blocked}); review the clip by hand",
+                      raw, text, usage)
+    if _finish(resp) == "MAX_TOKENS":
+        thought = f", {usage.thoughts} of them thinking" if usage.thoughts else ""
+        return Judged(None, "max_tokens", f"answer cut off at max_output_tokens={max_output_tokens} (finish reason "
+                      f"MAX_TOKENS, {usage.output_tokens} output tokens{thought}); raise [emotion] max_output_tokens"
+                      f"{' or lower thinking_budget' if usage.thoughts else ''}", raw, text, usage)
+    try:
+        return Judged(parse_answer(text, ls), "", "", raw, text, usage)
+    except InvalidAnswer as e:
+        return Judged(None, "invalid", str(e), raw, text, usage)
+
+
 class GeminiBackend(Backend):
     name = "gemini"
 
-    def __init__(self, cfg: dict, *, api_key: str | None = None, base_url: str | None = None):
+    def __init__(self, cfg: dict, *, api_key: str | None = None, base_url: str | None = None,
+                 prices: PriceTable | None = None):
         e, c = cfg["emotion"], cfg["clips"]
         key = api_key or api_key_from_env()
         if not key:
@@ -97,12 +166,12 @@ class GeminiBackend(Backend):
             api_key=key,
             http_options=types.HttpOptions(base_url=self.base_url, timeout=int(self.timeout_s * 1000)),
         )
+        self.prices = prices or load_prices()
         self.policy = RetryPolicy(int(e["max_retries"]), float(e["backoff_s"]), float(e["max_backoff_s"]))
         self.limiter = RateLimiter(float(e["rpm"]), float(e["tpm"]))
-        self.temperature = float(e["temperature"])
+        self.gate = AdaptiveConcurrency(int(e["concurrency"]))
         self.max_output_tokens = int(e.get("max_output_tokens", 2048))
         self.media_resolution = str(e.get("media_resolution", "low"))
-        self.thinking_budget = int(e.get("thinking_budget", -1))
         self.inline_max_bytes = float(c["inline_max_mb"]) * 1e6
         self.poll_s = 0.5
         self.file_timeout_s = max(60.0, self.timeout_s * 2)
@@ -111,18 +180,34 @@ class GeminiBackend(Backend):
     def _scrub(self, text: object) -> str:
         return scrub(text, self._secrets)
 
-    async def _call(self, fn, what: str, stats: RetryStats):
-        async def once():
-            return await asyncio.wait_for(fn(), timeout=self.timeout_s + 5.0)
-        return await with_retries(once, classify, self.policy, what=what, rng=self._rng, stats=stats)
+    def cost(self, usage: Usage, batch: bool = False) -> float | None:
+        return self.prices.cost(self.model, usage, batch=batch)
 
-    async def _upload(self, req: Request, stats: RetryStats) -> types.File:
+    async def call(self, fn, what: str, stats: RetryStats | None = None):
+        """One API call with retries, inside the adaptive concurrency gate."""
+        async def once():
+            async with self.gate:
+                return await asyncio.wait_for(fn(), timeout=self.timeout_s + 5.0)
+
+        def on_transient(t: TransientError) -> None:
+            if t.throttled:
+                self.gate.throttled()
+
+        try:
+            out = await with_retries(once, classify, self.policy, what=what, rng=self._rng, stats=stats,
+                                     on_transient=on_transient)
+        except QuotaExhausted as e:
+            await self.gate.stop(e)  # no new request starts; those in flight finish
+            raise
+        await self.gate.succeeded()
+        return out
+
+    async def upload(self, path: str, mime_type: str, what: str, stats: RetryStats | None = None) -> types.File:
         """Files API: resumable upload, then poll until ACTIVE."""
-        path = req.clip.path
-        f = await self._call(
+        f = await self.call(
             lambda: self.client.aio.files.upload(file=path, config=types.UploadFileConfig(
-                mime_type=req.clip.mime_type, display_name=Path(path).name)),
-            f"{req.item}: upload", stats)
+                mime_type=mime_type, display_name=Path(path).name)),
+            f"{what}: upload", stats)
         deadline = time.monotonic() + self.file_timeout_s
         delay = self.poll_s
         while True:
@@ -131,12 +216,12 @@ class GeminiBackend(Backend):
                 return f
             if state == "FAILED":
                 err = getattr(f, "error", None)
-                raise RuntimeError(f"the Files API could not process the clip ({self._scrub(err) or 'FAILED'})")
+                raise RuntimeError(f"the Files API could not process {Path(path).name} ({self._scrub(err) or 'FAILED'})")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"uploaded clip stayed {state or 'PROCESSING'} for {self.file_timeout_s:.0f} s")
+                raise TimeoutError(f"uploaded file stayed {state or 'PROCESSING'} for {self.file_timeout_s:.0f} s")
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 5.0)
-            f = await self._call(lambda: self.client.aio.files.get(name=f.name), f"{req.item}: file status", stats)
+            f = await self.call(lambda: self.client.aio.files.get(name=f.name), f"{what}: file status", stats)
 
     async def _delete(self, name: str) -> None:
         try:
@@ -144,18 +229,11 @@ class GeminiBackend(Backend):
         except Exception as e:  # noqa: BLE001 - the file expires on its own after 48 h
             log.warning("could not delete uploaded clip %s: %s", name, self._scrub(e))
 
-    def _config(self, req: Request, seed: int) -> types.GenerateContentConfig:
-        return types.GenerateContentConfig(
-            system_instruction=req.prompt.system,
-            temperature=self.temperature,
-            seed=seed,
-            max_output_tokens=self.max_output_tokens,
-            response_mime_type="application/json",
-            response_schema=gemini_schema(req.prompt.label_set),
-            media_resolution=MEDIA_RESOLUTION.get(self.media_resolution),
-            thinking_config=types.ThinkingConfig(thinking_budget=self.thinking_budget) if self.thinking_budget >= 0 else None,
-            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),  # no tools here
-        )
+    def contents(self, media: types.Part, req_prompt, transcript: str) -> list[types.Content]:
+        return [types.Content(role="user", parts=[media, types.Part.from_text(text=req_prompt.user_text(transcript))])]
+
+    def judge(self, resp: types.GenerateContentResponse, ls) -> Judged:
+        return judge(resp, ls, self.max_output_tokens, self._secrets)
 
     async def annotate(self, req: Request) -> Reply:
         stats = RetryStats()
@@ -165,42 +243,35 @@ class GeminiBackend(Backend):
         t_start = time.monotonic()
         try:
             if req.clip.size_bytes > self.inline_max_bytes:
-                uploaded = await self._upload(req, stats)
+                uploaded = await self.upload(req.clip.path, req.clip.mime_type, req.item, stats)
                 media = types.Part.from_uri(file_uri=uploaded.uri, mime_type=uploaded.mime_type or req.clip.mime_type)
             else:
                 media = types.Part.from_bytes(data=Path(req.clip.path).read_bytes(), mime_type=req.clip.mime_type)
-            contents = [types.Content(role="user", parts=[media, types.Part.from_text(text=req.prompt.user_text(req.transcript))])]
-            tin = tout = 0
-            reason, raw_text, raw = "", "", ""
+            contents = self.contents(media, req.prompt, req.transcript)
+            usage = Usage()
+            j: Judged | None = None
             for attempt in range(2):  # one retry for an invalid answer
                 seed = req.seed + attempt * INVALID_RETRY_SEED_SHIFT
                 await self.limiter.acquire(est)
-                resp = await self._call(
-                    lambda: self.client.aio.models.generate_content(model=self.model, contents=contents,
-                                                                    config=self._config(req, seed)),
+                cfg = generate_config(self.cfg, req.prompt, seed)
+                cfg.automatic_function_calling = types.AutomaticFunctionCallingConfig(disable=True)  # no tools here
+                resp = await self.call(
+                    lambda: self.client.aio.models.generate_content(model=self.model, contents=contents, config=cfg),
                     f"{req.item}: generate", stats)
-                um = resp.usage_metadata
-                a_in = int(getattr(um, "prompt_token_count", 0) or 0)
-                a_out = int(getattr(um, "candidates_token_count", 0) or 0) + int(getattr(um, "thoughts_token_count", 0) or 0)
-                self.limiter.refund(est - a_in - a_out)
-                tin, tout = tin + a_in, tout + a_out
-                raw = self._scrub(json.dumps(_dump(resp), ensure_ascii=False))
-                blocked = _blocked(resp)
-                raw_text = self._scrub(_text(resp))
-                if blocked and not raw_text:
-                    return Reply(None, raw, tin, tout, cost(self.cfg, tin, tout), time.monotonic() - t_start,
-                                 error=f"blocked by the model's safety filter ({blocked}); review the clip by hand",
-                                 retries=stats.retries)
-                try:
-                    answer = parse_answer(raw_text, req.prompt.label_set)
-                except InvalidAnswer as e:
-                    reason = str(e)
-                    log.info("%s: invalid answer (%s)%s", req.item, reason, "; retrying once" if attempt == 0 else "")
+                j = self.judge(resp, req.prompt.label_set)
+                usage = usage + j.usage
+                self.limiter.refund(est - j.usage.input_tokens - j.usage.output_tokens)
+                if j.kind == "invalid":
+                    log.info("%s: invalid answer (%s)%s", req.item, j.reason, "; retrying once" if attempt == 0 else "")
                     continue
-                return Reply(answer, raw, tin, tout, cost(self.cfg, tin, tout), time.monotonic() - t_start,
-                             retries=stats.retries, meta={"seed": seed, "files_api": uploaded is not None})
-            return Reply(None, raw_text or raw, tin, tout, cost(self.cfg, tin, tout), time.monotonic() - t_start,
-                         error=f"invalid answer after one retry: {reason}", retries=stats.retries)
+                break
+            dt = time.monotonic() - t_start
+            if j.answer is not None:
+                return Reply(j.answer, j.raw, usage, self.cost(usage), dt, retries=stats.retries,
+                             meta={"seed": seed, "files_api": uploaded is not None})
+            why = f"invalid answer after one retry: {j.reason}" if j.kind == "invalid" else j.reason
+            return Reply(None, j.text or j.raw if j.kind == "invalid" else j.raw, usage, self.cost(usage), dt,
+                         error=why, kind=j.kind, retries=stats.retries)
         finally:
             if uploaded is not None and uploaded.name:
                 await self._delete(uploaded.name)
@@ -223,6 +294,13 @@ def _text(resp) -> str:
         parts = getattr(cand.content, "parts", None) or []
         return "".join(p.text for p in parts if getattr(p, "text", None) and not getattr(p, "thought", False))
     return ""
+
+
+def _finish(resp) -> str:
+    if not resp.candidates:
+        return ""
+    fr = resp.candidates[0].finish_reason
+    return str(getattr(fr, "value", fr) or "")
 
 
 def _blocked(resp) -> str:

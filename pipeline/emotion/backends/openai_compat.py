@@ -3,7 +3,9 @@ images and audio (e.g. Qwen2.5-Omni): clip frames go as images, the clip's audio
 ``input_audio``, and the JSON answer is validated against the same schema as Gemini's.
 
 `MIKUPAL_OPENAI_BASE_URL` (default http://127.0.0.1:8000/v1) and `MIKUPAL_OPENAI_API_KEY`
-(optional: local servers usually take any value) configure the client.
+(optional: local servers usually take any value) configure the client. Nothing listening at
+the URL fails the stage at once with one line naming the URL and the variable; a model in the
+price table (or PROJECT/prices.json) is costed, any other counts as free (a local server).
 """
 from __future__ import annotations
 
@@ -21,21 +23,34 @@ import numpy as np
 import openai
 
 from ..clips import AUDIO_RATE, read_audio, sample_frames
-from ..ratelimit import RETRY_STATUS, RateLimiter, RetryPolicy, RetryStats, TransientError, parse_retry_after, with_retries
+from ..prices import PriceTable, Usage, load_prices
+from ..ratelimit import (RETRY_STATUS, AdaptiveConcurrency, RateLimiter, RetryPolicy, RetryStats, ServiceUnreachable,
+                         TransientError, parse_retry_after, with_retries)
 from ..redact import scrub
 from ..schema import InvalidAnswer, json_schema, parse_answer
-from .base import Backend, Reply, Request, cost, estimate_input_tokens
+from .base import Backend, Reply, Request, estimate_input_tokens
 from .gemini import INVALID_RETRY_SEED_SHIFT
 
 log = logging.getLogger("mikupal.emotion")
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 
 
+def _refused(exc: BaseException) -> bool:
+    """Nothing listens at the address (refused, unknown host): retrying cannot help."""
+    e: BaseException | None = exc
+    while e is not None:
+        if isinstance(e, ConnectionRefusedError) or type(e).__name__ == "ConnectError":
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def classify(exc: BaseException) -> TransientError | None:
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code in RETRY_STATUS:
             ra = parse_retry_after(exc.response.headers.get("retry-after") if exc.response is not None else None)
-            return TransientError(f"HTTP {exc.status_code}", retry_after=ra, status=exc.status_code)
+            return TransientError(f"HTTP {exc.status_code}", retry_after=ra, status=exc.status_code,
+                                  throttled=exc.status_code == 429)
         return None
     if isinstance(exc, (openai.APITimeoutError, asyncio.TimeoutError, TimeoutError)):
         return TransientError("request timed out")
@@ -64,7 +79,8 @@ def _wav_b64(x: np.ndarray) -> str:
 class OpenAICompatBackend(Backend):
     name = "openai"
 
-    def __init__(self, cfg: dict, *, api_key: str | None = None, base_url: str | None = None):
+    def __init__(self, cfg: dict, *, api_key: str | None = None, base_url: str | None = None,
+                 prices: PriceTable | None = None):
         e = cfg["emotion"]
         key = api_key or os.environ.get("MIKUPAL_OPENAI_API_KEY") or "not-needed"
         self._secrets = (key,) if key != "not-needed" else ()
@@ -75,6 +91,8 @@ class OpenAICompatBackend(Backend):
         self.client = openai.AsyncOpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=self.timeout_s)
         self.policy = RetryPolicy(int(e["max_retries"]), float(e["backoff_s"]), float(e["max_backoff_s"]))
         self.limiter = RateLimiter(float(e["rpm"]), float(e["tpm"]))
+        self.gate = AdaptiveConcurrency(int(e["concurrency"]))
+        self.prices = prices or load_prices()
         self.temperature = float(e["temperature"])
         self.max_output_tokens = int(e.get("max_output_tokens", 2048))
         self.frame_every_s = 1.0
@@ -103,41 +121,67 @@ class OpenAICompatBackend(Backend):
                                                       "schema": json_schema(req.prompt.label_set)}}
         est = estimate_input_tokens(req.clip.duration_s, req.clip.has_video, "medium", len(req.prompt.system)) \
             + self.max_output_tokens
-        tin = tout = 0
+        usage = Usage()
         reason, raw_text, raw = "", "", ""
         for attempt in range(2):
             seed = req.seed + attempt * INVALID_RETRY_SEED_SHIFT
             await self.limiter.acquire(est)
 
             async def call():
-                return await asyncio.wait_for(self.client.chat.completions.create(
-                    model=self.model, messages=messages, temperature=self.temperature, seed=seed,
-                    max_tokens=self.max_output_tokens, response_format=fmt), timeout=self.timeout_s + 5.0)
+                try:
+                    async with self.gate:
+                        return await asyncio.wait_for(self.client.chat.completions.create(
+                            model=self.model, messages=messages, temperature=self.temperature, seed=seed,
+                            max_tokens=self.max_output_tokens, response_format=fmt), timeout=self.timeout_s + 5.0)
+                except openai.APIConnectionError as e:
+                    if _refused(e):
+                        raise ServiceUnreachable(
+                            f"no OpenAI-compatible server answers at {self.base_url} (connection refused); start it, "
+                            "or set MIKUPAL_OPENAI_BASE_URL to its address (e.g. http://127.0.0.1:8000/v1)") from None
+                    raise
 
-            resp = await with_retries(call, classify, self.policy, what=f"{req.item}: chat", rng=self._rng, stats=stats)
-            usage = getattr(resp, "usage", None)
-            a_in = int(getattr(usage, "prompt_tokens", 0) or 0)
-            a_out = int(getattr(usage, "completion_tokens", 0) or 0)
+            def on_transient(t: TransientError) -> None:
+                if t.throttled:
+                    self.gate.throttled()
+
+            try:
+                resp = await with_retries(call, classify, self.policy, what=f"{req.item}: chat", rng=self._rng,
+                                          stats=stats, on_transient=on_transient)
+            except ServiceUnreachable as e:
+                await self.gate.stop(e)
+                raise
+            await self.gate.succeeded()
+            u = getattr(resp, "usage", None)
+            a_in = int(getattr(u, "prompt_tokens", 0) or 0)
+            a_out = int(getattr(u, "completion_tokens", 0) or 0)
             self.limiter.refund(est - a_in - a_out)
-            tin, tout = tin + a_in, tout + a_out
+            usage = usage + Usage(prompt={"text": a_in} if a_in else {}, candidates=a_out)
             raw = self._scrub(resp.model_dump_json(exclude_none=True))
             choice = resp.choices[0] if resp.choices else None
             raw_text = self._scrub(choice.message.content if choice and choice.message else "") or ""
             if choice is None or (choice.finish_reason == "content_filter" and not raw_text):
                 why = "no choices" if choice is None else "content_filter"
-                return Reply(None, raw, tin, tout, cost(self.cfg, tin, tout), time.monotonic() - t_start,
+                return Reply(None, raw, usage, self.cost(usage), time.monotonic() - t_start,
                              error=f"blocked by the server's content filter ({why}); review the clip by hand",
-                             retries=stats.retries)
+                             kind="blocked", retries=stats.retries)
+            if choice.finish_reason == "length":
+                return Reply(None, raw, usage, self.cost(usage), time.monotonic() - t_start,
+                             error=f"answer cut off at max_output_tokens={self.max_output_tokens} (finish reason length); "
+                                   "raise [emotion] max_output_tokens", kind="max_tokens", retries=stats.retries)
             try:
                 answer = parse_answer(raw_text, req.prompt.label_set)
             except InvalidAnswer as e:
                 reason = str(e)
                 log.info("%s: invalid answer (%s)%s", req.item, reason, "; retrying once" if attempt == 0 else "")
                 continue
-            return Reply(answer, raw, tin, tout, cost(self.cfg, tin, tout), time.monotonic() - t_start,
+            return Reply(answer, raw, usage, self.cost(usage), time.monotonic() - t_start,
                          retries=stats.retries, meta={"seed": seed})
-        return Reply(None, raw_text or raw, tin, tout, cost(self.cfg, tin, tout), time.monotonic() - t_start,
-                     error=f"invalid answer after one retry: {reason}", retries=stats.retries)
+        return Reply(None, raw_text or raw, usage, self.cost(usage), time.monotonic() - t_start,
+                     error=f"invalid answer after one retry: {reason}", kind="invalid", retries=stats.retries)
+
+    def cost(self, usage: Usage) -> float:
+        c = self.prices.cost(self.model, usage)
+        return 0.0 if c is None else c
 
     async def aclose(self) -> None:
         try:
