@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .. import metrics, store
+from .. import metrics, queries, store
 from .fields import SPLIT_NAMES, speaker_label
 
 
@@ -107,6 +107,8 @@ def _choose_set(db, f: ExportFilters, cfg: dict) -> tuple[str, str, str]:
 def select(db, f: ExportFilters, cfg: dict) -> Selection:
     """Apply the filters in a fixed order; an emptied selection names the filter that did it."""
     backend, model, label_set = _choose_set(db, f, cfg)
+    # which answer of each segment (queries: a changed prompt leaves older answers behind)
+    primary = [a["id"] for a in queries.primary_in_set(db, backend, model, label_set, f.run_index)]
     speaker_cols, speaker_join = _speaker_sql(db)
     anns = store.rows(db, f"""
         SELECT a.id AS annotation_id, a.segment_id, a.backend, a.model, a.prompt_sha, a.run_index,
@@ -117,22 +119,13 @@ def select(db, f: ExportFilters, cfg: dict) -> Selection:
                v.sha256 AS video_sha, v.path AS video_path, {", ".join("v." + c for c in SOURCE_FIELDS)}
         FROM annotations a JOIN segments s ON s.id = a.segment_id JOIN videos v ON v.id = s.video_id
         {speaker_join}
-        WHERE a.backend = ? AND a.model = ? AND a.label_set = ? AND a.run_index = ?
-        ORDER BY a.segment_id, a.id""", (backend, model, label_set, f.run_index))
-    # A changed prompt leaves older answers behind: the newest answer per segment wins.
-    latest: dict[int, dict] = {}
-    for a in anns:
-        latest[a["segment_id"]] = a
-    clips = sorted(latest.values(), key=lambda c: (c["video_sha"], c["start_s"], c["segment_id"]))
+        WHERE a.id IN (SELECT value FROM json_each(?))""", (json.dumps(primary),))
+    clips = sorted(anns, key=lambda c: (c["video_sha"], c["start_s"], c["segment_id"]))
 
-    # Each rater's latest verdict counts once.
-    verdicts: dict[int, dict[int, tuple[str, str | None]]] = {}
-    for r in store.rows(db, """
-        SELECT r.annotation_id, r.rater_id, r.verdict, r.corrected_label FROM reviews r
-        JOIN annotations a ON a.id = r.annotation_id
-        WHERE a.backend = ? AND a.model = ? AND a.label_set = ? AND a.run_index = ?
-        ORDER BY r.id""", (backend, model, label_set, f.run_index)):
-        verdicts.setdefault(r["annotation_id"], {})[r["rater_id"]] = (r["verdict"], r["corrected_label"])
+    # Each rater's latest verdict counts once (queries.latest_verdicts).
+    verdicts: dict[int, dict[str, tuple[str, str | None]]] = {}
+    for r in queries.latest_verdicts(db, primary):
+        verdicts.setdefault(r["annotation_id"], {})[r["rater"]] = (r["verdict"], r["corrected_label"])
     for c in clips:
         c["emotions"] = json.loads(c.pop("intensities_json") or "{}")
         c["review"] = _review_summary([verdicts.get(c["annotation_id"], {})[k]
