@@ -798,3 +798,23 @@ def test_a_killed_exports_temporary_folder_is_cleaned_up_next_time(proj, tmp_pat
         (d / "audio").mkdir(parents=True)
     export_dataset(proj, tmp_path / "ds", "jsonl", ExportFilters(emotions=("Joy",)))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "ds"])
+
+
+def test_the_readme_documents_the_fish_speech_emotion_markers():
+    """README "Export formats" prints export/fish_tags.py's mapping; every label of the
+    shipped label sets has a row (or is listed as having no marker)."""
+    from mikupal.export.fish_tags import FISH_TAGS, fish_tag
+    from mikupal.taxonomy import load_label_set
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Export formats"):readme.index("## Evaluation and metrics")]
+    documented = {}
+    for line in section.splitlines():
+        if line.startswith("| `(") or line.startswith("| none |"):
+            marker, labels = [c.strip() for c in line.strip("|").split("|")]
+            for label in labels.split(", "):
+                documented[label] = "" if marker == "none" else marker.strip("`")
+    assert documented == {k.replace("|", "/"): (f"({v})" if v else "") for k, v in FISH_TAGS.items()}
+    for name in ("cowen26", "meld7", "ekman6", "iemocap4", "iemocap9"):
+        for label in load_label_set(name).names:
+            assert label.lower() in documented and fish_tag(label) == documented[label.lower()], (name, label)
