@@ -67,13 +67,17 @@ def test_agreement_matches_reference_libraries_with_missing_ratings(reviewed):
     assert a["items_with_two_or_more_verdicts"] == 5 + 1  # rows 0-4 and 7; row 4 has two (ben skipped)
     assert a["krippendorff_alpha_verdicts"] == pytest.approx(float(krippendorff.alpha(reliability_data=data,
                                                                                       level_of_measurement="nominal")))
-    # kappa: the items every rater judged are plain Fleiss; single-verdict items drop out
+    # kappa, by hand: single-verdict items (rows 5, 6) drop out; the others as [accepts, rejects]
     table = [[sum(vs.get(r) == v for r in vs) for v in ("accept", "reject")] for _, vs in PLAN]
     table = [row for row in table if sum(row) >= 2]
-    assert a["fleiss_kappa_verdicts"] == pytest.approx(metrics.fleiss_kappa(table))
+    assert table == [[3, 0], [2, 1], [0, 3], [2, 1], [2, 0], [3, 0]]
+    # per-item agreement sum n(n-1) / (n_i(n_i-1)): 1, 1/3, 1, 1/3, 1, 1 -> mean 7/9;
+    # pooled proportions 12/17 accept, 5/17 reject -> chance 169/289;
+    # kappa = (7/9 - 169/289) / (1 - 169/289) = 502/1080
+    assert a["fleiss_kappa_verdicts"] == pytest.approx(502 / 1080, abs=1e-12)
+    # the five items all three raters judged are plain Fleiss (1971): statsmodels' value
     full = [row for row in table if sum(row) == 3]
-    partial = [row for row in table if sum(row) == 2]
-    assert len(full) == 5 and len(partial) == 1
+    assert len(full) == 5
     assert metrics.fleiss_kappa(full) == pytest.approx(inter_rater.fleiss_kappa(np.array(full)))
     # final labels: accepted primary, or the correction ("Sadness") on reject
     final = [[(prim if vs.get(r) == "accept" else "Sadness" if vs.get(r) == "reject" else None) for prim, vs in PLAN]

@@ -666,13 +666,44 @@ def test_verdicts_given_in_the_review_tab_show_in_the_table_and_undo(qtbot, tmp_
 
 
 def test_dashboard_shows_the_annotators_consistency_across_runs(qtbot, small):
-    from mikupal import review_stats, store
+    import json
+    import sqlite3
+
+    import krippendorff
+    import numpy as np
 
     from mikupal_gui.dashboard import Dashboard
 
-    db = store.connect(small.db_path)
-    alpha = review_stats.intensity_alpha_runs(db)["systems"][0]["krippendorff_alpha_interval"]
-    db.conn.close()
+    # The reference, read straight from SQLite (not through review_stats): interval alpha between
+    # the annotator's runs over units = (segment, emotion), from its textbook definition with every
+    # unit holding one value per run; checked against the `krippendorff` package on a slice (the
+    # package builds a values x values matrix per unit: ~1000 distinct intensities do not fit).
+    rows = sqlite3.connect(small.db_path).execute(
+        "SELECT segment_id, run_index, intensities_json FROM annotations").fetchall()
+    runs = sorted({r for _, r, _ in rows})
+    by_run = {r: {} for r in runs}
+    for seg, r, js in rows:
+        for emo, v in json.loads(js).items():
+            by_run[r][(seg, emo)] = v
+    units = sorted({u for d in by_run.values() for u in d})
+    data = np.array([[by_run[r].get(u, np.nan) for u in units] for r in runs], float)
+    assert data.shape == (2, 300 * len(json.loads(rows[0][2]))) and not np.isnan(data).any()
+
+    def alpha_by_definition(d, pairs=True):
+        values = d.reshape(-1)
+        n = len(values)
+        d_o = 2 * ((d[0] - d[1]) ** 2).sum() / n  # within units: both ordered pairs, m_u - 1 = 1
+        if pairs:  # every ordered pair of values in the data
+            d_e = ((values[:, None] - values[None, :]) ** 2).sum() / (n * (n - 1))
+        else:      # the same sum without the n x n matrix
+            d_e = 2 * (n * (values ** 2).sum() - values.sum() ** 2) / (n * (n - 1))
+        return 1 - d_o / d_e
+
+    part = data[:, :60]
+    assert alpha_by_definition(part) == pytest.approx(
+        float(krippendorff.alpha(reliability_data=part, level_of_measurement="interval")), abs=1e-9)
+    assert alpha_by_definition(data[:, :1500]) == pytest.approx(alpha_by_definition(data[:, :1500], pairs=False))
+    alpha = alpha_by_definition(data, pairs=False)
     dash = Dashboard()
     qtbot.addWidget(dash)
     dash.set_project(small.db_path)

@@ -13,7 +13,9 @@ from mikupal.vision import faces as F
 from mikupal.vision.frames import DecodeStats, grid_indices, iter_frames, merge_spans
 from vision_fixtures import errors_of, project_with_video, run_stages, stage_info, tracks_of
 
-ASTRONAUT_FACE = np.array([177, 66, 272, 161])  # OpenCV's Haar box on skimage's astronaut
+# The astronaut's face in skimage's picture, labelled by hand (hairline to chin, cheek to
+# cheek; x1, y1, x2, y2): the truth detectors are judged against, not any detector's box.
+ASTRONAUT_FACE = np.array([181, 76, 277, 180])
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def _cfg(models_dir: Path, **faces) -> dict:
 def test_haar_finds_the_astronaut_face(astronaut):
     (dets,) = F.HaarDetector().detect([astronaut])
     assert dets.shape == (1, 5)
-    assert F.box_iou(dets, ASTRONAUT_FACE[None])[0, 0] > 0.9
+    assert F.box_iou(dets, ASTRONAUT_FACE[None])[0, 0] > 0.6  # Haar boxes stop at the mouth: ~0.69
 
 
 @pytest.mark.parametrize("variant", [320, 640])
