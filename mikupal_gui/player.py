@@ -14,6 +14,11 @@ a safety net: two of its samples disagreeing by more than 3.5 frames re-anchor t
 changes restart playback too. While paused, the frame is decoded exactly with PyAV, so
 stepping with , and . is frame accurate.
 
+Pictures and times come from mikupal.media.VideoReader: the project clock (0 = the file's
+first presented frame or sample, the clock of every stored time) and the picture as shown
+(rotation and SAR applied, the pixels face boxes are stored in). Which frame is on screen
+at t is the media layer's rule, the same one the vision stages analysed.
+
 Without libVLC (or with MIKUPAL_PLAYER=av) frames are decoded with PyAV and timed by a
 monotonic clock — review still works, without sound, and the player says why.
 """
@@ -27,8 +32,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
+from mikupal.media import MediaError, VideoReader
+
 from . import qt_compat  # noqa: F401  (PySide6 6.12 emit refcount fix, before any emit)
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
@@ -55,57 +61,27 @@ def decode_size(width: int, height: int, max_width: int = MAX_DECODE_WIDTH) -> t
 
 class AvFrames:
     """Frame-accurate access: frame_at(t) seeks to the keyframe before t and decodes forward;
-    consecutive requests just decode on."""
+    consecutive requests just decode on (mikupal.media.VideoReader.frame_at)."""
 
     def __init__(self, path: str | Path, size: tuple[int, int] | None = None):
-        self.container = av.open(str(path))
-        self.stream = self.container.streams.video[0]
-        self.stream.thread_type = "AUTO"
-        rate = self.stream.average_rate or self.stream.guessed_rate or 25
-        self.fps = float(rate)
-        self.size = size or decode_size(self.stream.width, self.stream.height)
-        self._iter = None
-        self._cur: list | None = None    # [av frame, time, rgb array or None]
-        self._next: list | None = None   # one decoded frame of look-ahead
-
-    def _frames(self):
-        for f in self.container.decode(self.stream):
-            if f.pts is not None:
-                yield [f, float(f.pts * self.stream.time_base), None]
-
-    def _to_array(self, f) -> np.ndarray:
-        return f.to_ndarray(format="rgb24", width=self.size[0], height=self.size[1])
+        self.reader = VideoReader(path)
+        self.fps = self.reader.fps
+        self.size = tuple(size) if size else decode_size(*self.reader.display_size)
+        self.reader.resize(self.size)
 
     def frame_at(self, t: float) -> tuple[np.ndarray, float] | None:
         """The frame on screen at time t (the last one starting at or before t)."""
-        half = 0.5 / self.fps
-        if self._cur is None or t < self._cur[1] - half or t > self._cur[1] + 2.0:
-            self.container.seek(int(max(0.0, t - half) / self.stream.time_base), stream=self.stream, backward=True)
-            self._iter, self._cur, self._next = self._frames(), None, None
-        while True:
-            if self._next is None:
-                self._next = next(self._iter, None)
-                if self._next is None:
-                    break
-            if self._next[1] <= t + half or self._cur is None:
-                self._cur, self._next = self._next, None
-            else:
-                break
-        if self._cur is None:
-            return None
-        if self._cur[2] is None:
-            self._cur[2] = self._to_array(self._cur[0])
-        return self._cur[2], self._cur[1]
+        return self.reader.frame_at(t)
 
     def close(self) -> None:
-        self.container.close()
+        self.reader.close()
 
 
 def poster(path: str | Path, t: float, size: tuple[int, int] | None = None) -> tuple[np.ndarray, float] | None:
     """One exact frame (for prefetching the next item's first picture)."""
     try:
         fr = AvFrames(path, size)
-    except (av.error.FFmpegError, OSError, IndexError):
+    except (MediaError, OSError):
         return None
     try:
         return fr.frame_at(t)
@@ -380,8 +356,8 @@ class Player(QWidget):
             self._av = None
             try:
                 self._av = AvFrames(path)
-            except (av.error.FFmpegError, OSError, IndexError):
-                self.view.set_message(f"{path}: video cannot be decoded; check the file")
+            except (MediaError, OSError) as e:
+                self.view.set_message(str(e) if isinstance(e, MediaError) else f"{path}: video cannot be decoded; check the file")
             self.path = path
             if self.vlc:
                 self.vlc.path = None  # reopen on next play
@@ -621,6 +597,7 @@ class Player(QWidget):
                 self.seek(self.window[0])
         else:
             self.pause()
+            self.seek(self.window[1])  # the window's last frame, however late the last tick came
 
     def shutdown(self) -> None:
         self._tick.stop()

@@ -3,41 +3,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 
+from mikupal.media import MediaError, decode_span
+
 
 def load_envelope(path: str | Path, start_s: float, end_s: float, bins: int = 1200,
-                  rate: int = 8000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(times, min, max) of the mono audio in [start_s, end_s]; empty arrays when there is no audio."""
+                  rate: int = 8000, audio_track: str = "default") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(times, min, max) of the mono audio in [start_s, end_s] on the project clock (the one
+    segments and the player use); empty arrays when there is no audio."""
     start_s = max(0.0, start_s)
-    chunks = []
     try:
-        with av.open(str(path)) as c:
-            if not c.streams.audio:
-                return np.zeros(0), np.zeros(0), np.zeros(0)
-            s = c.streams.audio[0]
-            res = av.AudioResampler(format="flt", layout="mono", rate=rate)
-            c.seek(int(max(0.0, start_s - 0.5) / s.time_base), stream=s)
-            for frame in c.decode(s):
-                t0 = float(frame.pts * s.time_base) if frame.pts is not None else 0.0
-                if t0 > end_s:
-                    break
-                for rf in res.resample(frame):
-                    chunks.append((float(rf.pts / rate) if rf.pts is not None else t0, rf.to_ndarray().reshape(-1)))
-    except (av.error.FFmpegError, OSError):
+        x = decode_span(path, start_s, end_s, rate, audio_track=audio_track)
+    except (MediaError, OSError):
         return np.zeros(0), np.zeros(0), np.zeros(0)
-    if not chunks:
-        return np.zeros(0), np.zeros(0), np.zeros(0)
-    first_t = chunks[0][0]
-    x = np.concatenate([c for _, c in chunks])
-    t = first_t + np.arange(len(x)) / rate
-    keep = (t >= start_s) & (t <= end_s)
-    x, t = x[keep], t[keep]
     if len(x) == 0:
         return np.zeros(0), np.zeros(0), np.zeros(0)
+    t = start_s + np.arange(len(x)) / rate
     bins = max(1, min(bins, len(x)))
     edges = np.linspace(0, len(x), bins + 1).astype(int)
     lo = np.minimum.reduceat(x, edges[:-1])

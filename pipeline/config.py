@@ -27,6 +27,7 @@ class Setting:
 SECTION_HELP = {
     "project": "Project-wide settings.",
     "models": "Where model weights live. MIKUPAL_MODELS_DIR overrides `dir`.",
+    "media": "Reading media files: which audio track the pipeline listens to.",
     "separate": "Vocal separation (MDX-Net through audio-separator).",
     "vad": "Voice activity detection on the separated vocals.",
     "asr": "Transcription (faster-whisper) or imported subtitles.",
@@ -44,6 +45,9 @@ SPEC: list[Setting] = [
     Setting("project", "name", "", "Free-form project name shown in the app and dataset cards."),
     Setting("models", "dir", "", "Model weights folder; empty = ~/.cache/mikupal/models."),
     Setting("models", "allow_download", True, "Download missing weights from their upstream URL (with progress)."),
+    Setting("media", "audio_track", "default",
+            "Audio track analysed and exported: \"default\" (the track flagged default, else the first), "
+            "an index among the file's audio tracks (0, 1, ...) or a language code (\"en\", \"jpn\")."),
     Setting("separate", "model", "UVR-MDX-NET-Inst_HQ_3.onnx",
             "audio-separator model file name (MDX-Net), or \"none\" to pass the mix through."),
     Setting("separate", "segment_size", 256, "MDX chunk length in spectrogram frames (the model's dim_t keeps it on onnxruntime)."),

@@ -13,11 +13,11 @@ import subprocess
 import tempfile
 import wave
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
+
+from .media import write_mp4
 
 DEMO_LINES = (
     "I can't believe you did that, this is wonderful news!",
@@ -169,46 +169,26 @@ def make_demo_clip(
     bg2 = np.zeros((height, width, 3), np.uint8)
     bg2[:] = (150, 110, 60)
 
-    out = av.open(str(path), mode="w")
-    vs = out.add_stream("libx264", rate=fps)
-    vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-    vs.options = {"preset": "veryfast", "crf": "20", "g": str(fps * 2)}
-    as_ = out.add_stream("aac", rate=audio_rate)
-    as_.layout = "mono"
-    pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
-    a_pts = 0
-    chunk = 1024
-    for i in range(n_frames):
-        ts = i / fps
-        after_cut = scene_cut_at is not None and ts >= scene_cut_at
-        frame = (bg2 if after_cut else bg1).copy()
-        if not (no_face_span and no_face_span[0] <= ts < no_face_span[1]):
-            pos = cut_pos if after_cut else base_pos
-            for side in ("left", "right"):
-                x, y = pos[side]
-                img = _open_mouth(face, float(env[i])) if side == speaker else face
-                if side != speaker and jitter_silent:
-                    x += int(rng.integers(-3, 4))
-                    y += int(rng.integers(-3, 4))
-                frame[y: y + fh, x: x + fw] = img
-        vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-        vf.pts = i
-        for p in vs.encode(vf):
-            out.mux(p)
-        # Keep audio interleaved with video.
-        while a_pts < min(n_audio, int((i + 1) / fps * audio_rate)):
-            n = min(chunk, n_audio - a_pts)
-            af = av.AudioFrame.from_ndarray(pcm[a_pts: a_pts + n].reshape(1, -1), format="s16", layout="mono")
-            af.sample_rate = audio_rate
-            af.pts = a_pts
-            af.time_base = Fraction(1, audio_rate)
-            for p in as_.encode(af):
-                out.mux(p)
-            a_pts += n
-    for s in (vs, as_):
-        for p in s.encode(None):
-            out.mux(p)
-    out.close()
+    def frames():
+        for i in range(n_frames):
+            ts = i / fps
+            after_cut = scene_cut_at is not None and ts >= scene_cut_at
+            frame = (bg2 if after_cut else bg1).copy()
+            if not (no_face_span and no_face_span[0] <= ts < no_face_span[1]):
+                pos = cut_pos if after_cut else base_pos
+                for side in ("left", "right"):
+                    x, y = pos[side]
+                    img = _open_mouth(face, float(env[i])) if side == speaker else face
+                    if side != speaker and jitter_silent:
+                        x += int(rng.integers(-3, 4))
+                        y += int(rng.integers(-3, 4))
+                    frame[y: y + fh, x: x + fw] = img
+            yield frame
+
+    # s16 first, as a recorder would store it (the faint room tone stays below 1 LSB-exact)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16).astype(np.float32) / 32768.0
+    write_mp4(path, frames(), fps, pcm, audio_rate, crf=20, preset="veryfast", gop=fps * 2, threads=0,
+              audio_bitrate=128000)
 
     srt = path.with_suffix(".srt")
     _write_srt(srt, cues)

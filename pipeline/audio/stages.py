@@ -35,8 +35,13 @@ def _done_info(db, video: dict, stage: str, needed_by: str) -> dict:
 
 
 def audio_paths(project, sha256: str) -> dict[str, Path]:
-    d = project.stage_cache("audio") / sha256[:16]
+    track = audio_track(project)  # another [media] audio_track is another rendering
+    d = project.stage_cache("audio") / (sha256[:16] + ("" if track == "default" else f"-track-{track}"))
     return {"mix16k": d / "mix16k.wav", "mix44k": d / "mix44k.wav"}
+
+
+def audio_track(project) -> str:
+    return str(project.config.get("media", {}).get("audio_track", "default"))
 
 
 def ensure_audio(project, path: str, sha256: str, *, stereo44: bool = True) -> dict[str, str]:
@@ -50,7 +55,7 @@ def ensure_audio(project, path: str, sha256: str, *, stereo44: bool = True) -> d
         if not Path(path).is_file():
             raise StageError(f"{path}: video file is missing; restore it or remove the video from the project")
         try:
-            extract_audio(path, todo)
+            extract_audio(path, todo, audio_track=audio_track(project))
         except MediaError as e:
             raise StageError(str(e)) from None
     return {k: str(v[0]) for k, v in want.items()}
@@ -75,7 +80,7 @@ class _AudioStage(Stage):
 
 class SeparateStage(_AudioStage):
     name = "separate"
-    config_sections = ("separate",)
+    config_sections = ("separate", "media")
     num_gpus = 0.5
     _separator = None
     _load_error: StageError | None = None  # a missing model is reported per video, the run goes on

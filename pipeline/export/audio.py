@@ -1,6 +1,7 @@
 """Audio for exports: find each video's source (separated vocals or the original mix), render
-it once at the export sample rate with media.extract_audio (the clock every stage uses),
-read clip spans from that file, and write 16-bit WAV with a fixed header.
+it once at the export sample rate with media.extract_audio (the project clock every stage
+uses: 0 = the file's first presented frame or sample), read clip spans from that file, and
+write 16-bit WAV with a fixed header. The mix is the [media] audio_track the stages heard.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import soundfile as sf
 
 from .. import store
+from ..stage import StageError
 
 
 class SourceError(Exception):
@@ -45,10 +47,18 @@ def resolve_source(project, db, video: dict, prefer: str, sample_rate: int) -> A
                 p = _existing(project, st["info"].get(f"vocals{suffix}"))
                 if p is not None:
                     return AudioSource(p, "vocals")
+    from ..audio.stages import audio_paths, audio_track, ensure_audio  # the audio stages' cache layout
+
     p = _existing(project, video["path"])
+    if p is not None and audio_track(project) != "default":
+        # another track than the file's default: the rendering the stages analysed
+        try:
+            got = ensure_audio(project, str(p), video["sha256"], stereo44=sample_rate > 16000)
+        except StageError as e:
+            raise SourceError(str(e).replace(str(p), p.name)) from None
+        return AudioSource(Path(got["mix44k" if sample_rate > 16000 else "mix16k"]), "mix")
     if p is not None:
         return AudioSource(p, "mix")
-    from ..audio.stages import audio_paths  # the audio stages' cache layout
 
     cached = audio_paths(project, video["sha256"])
     for suffix in by_rate:
