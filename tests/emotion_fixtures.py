@@ -85,6 +85,35 @@ def run_emotion(project: Project, in_flight: int | None = None):
     return stage, db, failures
 
 
+def run_emotion_batch(project: Project, **driver_kw):
+    """The batch executor's loop (mikupal.emotion.batch.run_batch) over the stage's pending items,
+    outcomes committed / recorded like the runner does. Returns (stage, db, failures, driver)."""
+    import asyncio
+
+    from mikupal.emotion.batch import BatchDriver, run_batch
+    from mikupal.emotion.stage import EmotionStage
+    from mikupal.stage import StageError
+
+    project.config["emotion"]["batch"] = True
+    stage = EmotionStage(project)
+    db = project.db()
+    tasks = [stage.prepare(db, it) for it in stage.pending(db)]
+    failures: list[str] = []
+
+    def on_outcome(t, r):
+        if isinstance(r, StageError):
+            failures.append(str(r))
+            store.record_error(db, "emotion", str(r), segment_id=t["segment_id"], video_id=t["video_id"],
+                               detail=getattr(r, "detail", None), path=getattr(r, "path", None))
+        else:
+            with store.transaction(db):
+                stage.commit(db, t, r)
+
+    drv = BatchDriver(stage, db, **driver_kw)
+    asyncio.run(run_batch(stage, db, tasks, on_outcome, driver=drv))
+    return stage, db, failures, drv
+
+
 def paid(err_row: dict) -> dict:
     """The paid-answer record in an emotion errors row's detail."""
     return json.loads(err_row["detail"])

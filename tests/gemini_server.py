@@ -206,6 +206,7 @@ class GeminiServer(ScriptedServer):
         self.batch_pending_gets = 1  # GETs that still see PENDING (then one RUNNING, then the end state)
         self.batch_hold = False  # True: jobs stay PENDING until released
         self.batch_final = "BATCH_STATE_SUCCEEDED"
+        self.batch_create_delay_s = 0.0  # the job is recorded at once, the answer comes this late
 
     # --- generateContent ---------------------------------------------------------------
     def _ok(self, req: dict, text: str | None, finish: str = "STOP") -> dict:
@@ -381,7 +382,9 @@ class GeminiServer(ScriptedServer):
                                           "createTime": "2026-12-01T20:00:00Z"},
                                  "keys_meta": [it.get("metadata") for it in (g(g(inp, "requests") or {}, "requests") or [])],
                                  "output": None}
-            return h.send(200, self._batch_op(bid))
+            op = self._batch_op(bid)
+        time.sleep(self.batch_create_delay_s)
+        return h.send(200, op)
 
     def release_batches(self):
         """Let held jobs finish (batch_hold = False)."""

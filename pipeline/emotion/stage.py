@@ -278,6 +278,9 @@ class EmotionStage(Stage):
         out = self.reused(task)
         if out is not None:
             return out
+        if self.batch:  # [emotion] batch = true: only the runner's batch executor may send these
+            raise stage_error(f"{task['item']}: [emotion] batch = true, but this executor sends requests one by one; "
+                              "run locally (no --ray) for the Batch API, or set emotion.batch=false", stops_stage=True)
         if self._stopped is not None:  # a daily quota or a dead server: no request can succeed now
             raise stage_error(f"{task['item']}: {self._stopped}", stops_stage=True)
         if self._backend is None:
