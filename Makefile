@@ -11,6 +11,7 @@ demo: setup
 	@if [ -n "$$DISPLAY" ]; then .venv/bin/mikupal demo; else .venv/bin/mikupal demo --no-gui; fi
 
 test: setup
+	.venv/bin/lint-imports --no-cache
 	MIKUPAL_TEST_MODELS=$(SHARED_MODELS) xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python -m pytest -q
 
 bench: setup

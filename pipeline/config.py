@@ -6,11 +6,12 @@ type checks for `--set`, and the README's configuration reference all come from 
 from __future__ import annotations
 
 import copy
-import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 CONFIG_NAME = "mikupal.toml"
 
@@ -148,6 +149,56 @@ SPEC: list[Setting] = [
 
 _BY_KEY = {(s.section, s.key): s for s in SPEC}
 
+# Sane ranges (inclusive) for sizes, rates, counts and thresholds: a value outside is a
+# typo (`--set clips.height=0` would make 2x2-pixel clips), refused with the range and default.
+RANGES: dict[tuple[str, str], tuple[float, float]] = {
+    ("separate", "segment_size"): (1, 4096), ("separate", "batch_size"): (1, 256),
+    ("vad", "padding_s"): (0, 10), ("vad", "merge_gap_s"): (0, 30), ("vad", "min_speech_s"): (0, 30),
+    ("vad", "silero_threshold"): (0, 1),
+    ("asr", "batch_size"): (1, 256), ("asr", "beam_size"): (1, 64), ("asr", "no_speech_threshold"): (0, 1),
+    ("asr", "compression_ratio_threshold"): (0.1, 100), ("asr", "max_repeat_ngram"): (1, 1000),
+    ("segments", "min_s"): (0.1, 600), ("segments", "max_s"): (0.1, 3600), ("segments", "merge_gap_s"): (0, 60),
+    ("faces", "fps"): (0.1, 240), ("faces", "detect_width"): (32, 8192), ("faces", "min_score"): (0, 1),
+    ("faces", "margin_s"): (0, 60), ("faces", "iou_threshold"): (0, 1), ("faces", "max_gap_frames"): (0, 10000),
+    ("faces", "min_track_frames"): (1, 10000), ("faces", "smooth_frames"): (1, 1000),
+    ("faces", "scene_cut_threshold"): (0, 1), ("asd", "multi_speaker_margin"): (0, 100),
+    ("speakers", "cluster_threshold"): (-1, 1), ("speakers", "link_threshold"): (-1, 1),
+    ("speakers", "face_voice_min"): (-1, 1), ("speakers", "min_voiced_s"): (0, 60),
+    ("clips", "height"): (32, 4320), ("clips", "fps"): (0.1, 60), ("clips", "context_s"): (0, 60),
+    ("clips", "inline_max_mb"): (0, 100),
+    ("emotion", "runs"): (1, 100), ("emotion", "temperature"): (0, 2), ("emotion", "concurrency"): (1, 1000),
+    ("emotion", "rpm"): (1, 10_000_000), ("emotion", "tpm"): (1, 10**12), ("emotion", "max_retries"): (0, 100),
+    ("emotion", "backoff_s"): (0, 3600), ("emotion", "max_backoff_s"): (0, 86400),
+    ("emotion", "max_output_tokens"): (1, 1_000_000), ("emotion", "thinking_budget"): (-1, 1_000_000),
+    ("emotion", "timeout_s"): (0.01, 86400), ("emotion", "batch_poll_s"): (0, 86400),
+    ("runner", "queue_size"): (1, 100_000), ("runner", "max_task_retries"): (0, 100),
+    ("export", "sample_rate"): (8000, 192000), ("export", "shard_size_mb"): (0.01, 100_000),
+}
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _check_range(section: str, key: str, value: Any, where: str) -> None:
+    rng = RANGES.get((section, key))
+    if rng is not None and not (rng[0] <= value <= rng[1]):
+        d = _BY_KEY[(section, key)].default
+        raise ConfigError(f"{where}: {section}.{key} = {_fmt(value)} is out of range; use a value from "
+                          f"{_fmt(rng[0])} to {_fmt(rng[1])}, e.g. --set {section}.{key}={_fmt(d)} (the default)")
+    if (section, key) == ("export", "splits") and (
+            len(value) != 3 or any(not isinstance(x, (int, float)) or x < 0 for x in value)
+            or abs(sum(value) - 1) > 1e-6):
+        raise ConfigError(f"{where}: export.splits = {value!r} must be three fractions >= 0 that sum to 1, "
+                          f"e.g. --set export.splits=[0.8,0.1,0.1]")
+
+
+def _check_together(cfg: dict, where: str) -> None:
+    seg = cfg.get("segments", {})
+    if seg.get("min_s", 0) > seg.get("max_s", float("inf")):
+        raise ConfigError(f"{where}: segments.min_s = {_fmt(seg['min_s'])} is longer than segments.max_s = "
+                          f"{_fmt(seg['max_s'])}; make min_s <= max_s")
+
 
 class ConfigError(ValueError):
     """A bad setting; the message names it and says how to fix it."""
@@ -161,21 +212,15 @@ def defaults() -> dict[str, dict[str, Any]]:
 
 
 def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(type(v))
+    """One TOML value, written by tomli-w (quotes, escapes and inline tables done right)."""
+    if isinstance(v, dict):  # inline, under its key (tomli-w would write a [section])
+        return "{" + ", ".join(f"{tomli_w.dumps({k: 0}).rsplit('=', 1)[0].strip()} = {_toml_value(x)}"
+                               for k, x in v.items()) + "}"
+    return tomli_w.dumps({"v": v}).split("=", 1)[1].strip()
 
 
-def template() -> str:
-    """The commented `mikupal.toml` that `mikupal init` writes."""
+def template(values: dict[str, dict[str, Any]] | None = None) -> str:
+    """The commented `mikupal.toml` that `mikupal init` writes (`values` replace defaults)."""
     lines = [
         "# MIKU-PAL project settings. Every key is shown with its default.",
         "# Override per run with: mikupal run PROJECT --set section.key=value",
@@ -190,7 +235,8 @@ def template() -> str:
             lines.append(f"# {SECTION_HELP[section]}")
             lines.append(f"[{section}]")
         lines.append(f"# {s.help}")
-        lines.append(f"{s.key} = {_toml_value(s.default)}")
+        value = (values or {}).get(s.section, {}).get(s.key, s.default)
+        lines.append(f"{s.key} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -256,6 +302,7 @@ def _check(section: str, key: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {section}.{key} = {value!r} should be a {type(d).__name__} (default {d!r})")
     if spec.choices and value not in spec.choices:
         raise ConfigError(f"{where}: {section}.{key} = {value!r}; choose one of {', '.join(map(str, spec.choices))}")
+    _check_range(section, key, value, where)
     return value
 
 
@@ -277,12 +324,8 @@ def load(project_dir: str | Path | None = None, overrides: list[str] | tuple[str
     for text in overrides:
         section, key, value = parse_override(text)
         cfg[section][key] = _check(section, key, value, f"--set {text}")
+    _check_together(cfg, "--set" if overrides else str(Path(project_dir or ".") / CONFIG_NAME))
     return cfg
-
-
-def section_json(cfg: dict, *sections: str) -> str:
-    """Stable JSON of some sections: part of a stage's cache key."""
-    return json.dumps({s: cfg.get(s, {}) for s in sections}, sort_keys=True)
 
 
 if __name__ == "__main__":

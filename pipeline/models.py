@@ -255,12 +255,3 @@ def required_models(cfg: dict) -> list[str]:
     elif asd == "talknet":
         need.append("talknet")
     return need
-
-
-def copy_into(src: Path, model_id: str, cfg: dict | None = None) -> Path:
-    """Place a user-supplied file for a model (used by `models download --from`)."""
-    model = REGISTRY[model_id]
-    dest = models_dir(cfg) / model.files[0].relpath
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
-    return dest

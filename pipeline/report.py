@@ -233,9 +233,7 @@ def _section_review(rs: dict) -> str:
             ["Fleiss κ (verdicts)", _f(a["fleiss_kappa_verdicts"])],
             ["Krippendorff α nominal (verdicts)", _f(a["krippendorff_alpha_verdicts"])],
             ["Krippendorff α nominal (final labels)", _f(a["krippendorff_alpha_labels"])],
-        ] + ([["Krippendorff α interval (raters' intensities)",
-               _f(rs["intensity_agreement_raters"]["krippendorff_alpha_interval"])]] if rs["intensity_agreement_raters"] else [])
-          + [[f"Krippendorff α interval (intensities across {s['runs']} runs of {s['model']})",
+        ] + [[f"Krippendorff α interval (intensities across {s['runs']} runs of {s['model']})",
               _f(s["krippendorff_alpha_interval"])] for s in runs]),
     ]
     return "".join(parts)

@@ -36,11 +36,6 @@ def _latest_reviews(db) -> list[dict]:
     return list(latest.values())
 
 
-def _corrected_intensity_column(db) -> str | None:
-    cols = {r[1] for r in db.conn.execute("PRAGMA table_info(reviews)")}
-    return next((c for c in ("corrected_intensities_json", "intensities_json") if c in cols), None)
-
-
 def rater_agreement(reviews: list[dict]) -> dict:
     """Kappa and alpha over annotations x raters from the latest review rows."""
     raters = sorted({r["rater"] for r in reviews})
@@ -66,25 +61,6 @@ def rater_agreement(reviews: list[dict]) -> dict:
         "krippendorff_alpha_verdicts": metrics.krippendorff_alpha(v_rows, "nominal") if v_rows else float("nan"),
         "krippendorff_alpha_labels": metrics.krippendorff_alpha([final[n] for n in raters], "nominal") if raters else float("nan"),
     }
-
-
-def intensity_alpha_raters(db, column: str) -> dict:
-    """Interval alpha on corrected intensities: units are (annotation, category)."""
-    rows = store.rows(db, f"SELECT r.id, r.annotation_id, r.rater_id, r.{column} AS inten FROM reviews r"
-                          f" WHERE r.{column} IS NOT NULL ORDER BY r.id")
-    latest = {(r["annotation_id"], r["rater_id"]): r for r in rows}
-    values: dict[int, dict[tuple[int, str], float]] = defaultdict(dict)
-    for (ann, rater), r in latest.items():
-        try:
-            d = json.loads(r["inten"])
-        except (TypeError, json.JSONDecodeError):
-            continue
-        for cat, v in (d or {}).items():
-            if isinstance(v, (int, float)):
-                values[rater][(ann, cat)] = float(v)
-    units = sorted({u for d in values.values() for u in d})
-    data = [[d.get(u) for u in units] for d in values.values()]
-    return {"units": len(units), "krippendorff_alpha_interval": metrics.krippendorff_alpha(data, "interval") if data else float("nan")}
 
 
 def intensity_alpha_runs(db) -> dict:
@@ -115,12 +91,10 @@ def intensity_alpha_runs(db) -> dict:
 
 def review_stats(db) -> dict:
     reviews = _latest_reviews(db)
-    col = _corrected_intensity_column(db)
     return metrics.clean_json({
         "reviews": len(reviews),
         "rationality": metrics.rationality(reviews).as_dict(),
         "agreement": rater_agreement(reviews),
-        "intensity_agreement_raters": intensity_alpha_raters(db, col) if col else None,
         "intensity_agreement_runs": intensity_alpha_runs(db),
     })
 

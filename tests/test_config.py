@@ -62,3 +62,11 @@ def test_open_non_project_and_double_init(tmp_path):
     Project.create(tmp_path / "p")
     with pytest.raises(ProjectError, match="already a MIKU-PAL project"):
         Project.create(tmp_path / "p")
+
+
+def test_init_name_with_quotes_and_backslashes_is_valid_toml(tmp_path):
+    # The name is user text: quotes, backslashes and non-ASCII must round-trip (tomli-w writes it).
+    name = 'Say "hi" \\ to Ñandú'
+    p = Project.create(tmp_path / "p", name=name)
+    assert tomllib.loads((p.root / "mikupal.toml").read_text(encoding="utf-8"))["project"]["name"] == name
+    assert Project.open(p.root).config["project"]["name"] == name

@@ -123,8 +123,9 @@ class SeparateStage(_AudioStage):
     def _separate(self, task: dict, mix44k: str) -> dict:
         import os
 
-        import av
         import soundfile as sf
+
+        from ..media.resample import StreamResampler
 
         d = self.project.stage_cache("separate") / f"{task['sha256'][:16]}-{task['cache_key'][:8]}"
         d.mkdir(parents=True, exist_ok=True)
@@ -132,20 +133,14 @@ class SeparateStage(_AudioStage):
         if v44.is_file() and v16.is_file():
             return {"vocals44k": str(v44), "vocals16k": str(v16)}
         t44, t16 = v44.with_name(v44.name + ".part"), v16.with_name(v16.name + ".part")
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=ASR_RATE)
+        to16k = StreamResampler(SEP_RATE, ASR_RATE)
         with sf.SoundFile(str(t44), "w", SEP_RATE, 1, "PCM_16", format="WAV") as w44, \
                 sf.SoundFile(str(t16), "w", ASR_RATE, 1, "PCM_16", format="WAV") as w16:
-
-            def put16(frames):
-                for f in frames:
-                    w16.write(f.to_ndarray().reshape(-1))
 
             def writer(block: np.ndarray) -> None:
                 block = np.clip(block, -1.0, 1.0).astype(np.float32)
                 w44.write(block)
-                frame = av.AudioFrame.from_ndarray(block[None, :], format="flt", layout="mono")
-                frame.sample_rate = SEP_RATE
-                put16(resampler.resample(frame))
+                w16.write(to16k.feed(block))
 
             try:
                 self._separator.separate_wav(mix44k, writer)
@@ -154,7 +149,7 @@ class SeparateStage(_AudioStage):
             except Exception as e:
                 raise StageError(f"{task['path']}: separation failed ({type(e).__name__}: {str(e)[:200]}); "
                                  f"try separate.model = \"none\"") from None
-            put16(resampler.resample(None))
+            w16.write(to16k.flush())
         os.replace(t44, v44)
         os.replace(t16, v16)
         return {"vocals44k": str(v44), "vocals16k": str(v16)}
@@ -236,7 +231,7 @@ class AsrStage(_AudioStage):
             device = a["device"] if a["device"] != "auto" else (self.device or "auto")
             t = WhisperTranscriber(path, device=device, compute_type=a["compute_type"], batch_size=a["batch_size"],
                                    beam_size=a["beam_size"], language=a["language"], guards=guards,
-                                   batched=bool(a.get("batched", True)))
+                                   batched=bool(a["batched"]))
             t.load()
             self._transcriber = t
         except ModelMissingError as e:

@@ -25,6 +25,7 @@ def _num(v, fmt: str = ".3f") -> str:
 
 def print_result(result: dict, console=None) -> None:
     """The readable summary: one row per system, then per-class recall of each."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -39,15 +40,24 @@ def print_result(result: dict, console=None) -> None:
                   highlight=False)
     if not result["systems"]:
         con.print("no annotations to score: run the emotion stage on the matched videos first")
-    t = Table("backend", "model", "labels", "n", "runs", "acc %", "UA %", "wF1 %", "mF1 %",
-              "acc % w/o " + "+".join(result["systems"][0]["excluding"]["labels"] if result["systems"] else []),
-              "κ runs", "runs agree %", title="Accuracy against the dataset labels")
-    for s in result["systems"]:
+    # One line naming each system, then a table of numbers keyed by its number: a model
+    # name of any length cannot squeeze the metrics out of an 80-column terminal or log.
+    excluding = "+".join(result["systems"][0]["excluding"]["labels"]) if result["systems"] else ""
+    for i, s in enumerate(result["systems"], 1):
+        con.print(f"[{i}] {s['backend']} / {s['model']}  (labels {Path(s['label_set']).stem}, "
+                  f"{s['items']} items, runs {s['runs']})", markup=False, highlight=False)
+    t = Table("#", "acc %", "UA %", "wF1 %", "mF1 %", "acc* %", "κ runs", "agree %",
+              title="Accuracy against the dataset labels", box=box.SIMPLE_HEAD)
+    for i, s in enumerate(result["systems"], 1):
         m, x = s["metrics"], s["excluding"]["metrics"]
-        t.add_row(s["backend"], s["model"], Path(s["label_set"]).stem, str(s["items"]), str(s["runs"]),
-                  _pct(m["accuracy"]), _pct(m["balanced_accuracy"]), _pct(m["f1_weighted"]), _pct(m["f1_macro"]),
-                  _pct(x["accuracy"]), _num(s["fleiss_kappa_runs"]), _pct(s["all_runs_agree"]))
+        t.add_row(str(i), _pct(m["accuracy"]), _pct(m["balanced_accuracy"]), _pct(m["f1_weighted"]),
+                  _pct(m["f1_macro"]), _pct(x["accuracy"]), _num(s["fleiss_kappa_runs"]), _pct(s["all_runs_agree"]))
+    for col in t.columns:
+        col.justify = "right"
     con.print(t)
+    if result["systems"]:
+        con.print(f"acc*: without {excluding or 'nothing'}; κ runs: Fleiss κ between runs; agree: all runs agree",
+                  highlight=False)
     for s in result["systems"]:
         rec = s["metrics"]["per_class_recall"]
         if rec:
@@ -86,10 +96,11 @@ def eval_command(
     if as_json:
         typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
         return
-    print_result(result)
     from rich.console import Console
 
-    Console().print(f"wrote {out_dir / 'eval.json'}", highlight=False)
+    con = Console()
+    print_result(result, con)
+    con.print(f"wrote {out_dir / 'eval.json'}", highlight=False)
 
 
 def _rs_pct(v) -> str:
@@ -105,6 +116,7 @@ def _rs_ci(p: dict) -> str:
 
 
 def print_stats(st: dict, console=None) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -115,7 +127,9 @@ def print_stats(st: dict, console=None) -> None:
               f"{o['reviewed']} reviewed, {o['skipped']} skipped")
     for title, key in (("per emotion", "per_emotion"), ("per rater", "per_rater")):
         if rat[key]:
-            t = Table(title.split()[1], "accepted", "reviewed", "skipped", "rationality", "95% CI", title=f"Rationality {title}")
+            t = Table(title.split()[1], "accepted", "reviewed", "skipped", "rationality", "95% CI",
+                      title=f"Rationality {title}", box=box.SIMPLE_HEAD)
+            t.columns[0].overflow = "fold"  # a long rater or emotion name wraps, never loses letters
             for name, p in rat[key].items():
                 t.add_row(name, str(p["accepted"]), str(p["reviewed"]), str(p["skipped"]), _rs_pct(p["score"]), _rs_ci(p))
             con.print(t)
@@ -123,9 +137,6 @@ def print_stats(st: dict, console=None) -> None:
     con.print(f"[bold]Agreement[/bold] between {a['raters']} raters on {a['items_with_two_or_more_verdicts']} items with "
               f"two or more verdicts: Fleiss κ {_rs_num(a['fleiss_kappa_verdicts'])}, Krippendorff α (verdicts) "
               f"{_rs_num(a['krippendorff_alpha_verdicts'])}, α (final labels) {_rs_num(a['krippendorff_alpha_labels'])}")
-    ir = st["intensity_agreement_raters"]
-    if ir:
-        con.print(f"raters' corrected intensities: α interval {_rs_num(ir['krippendorff_alpha_interval'])} over {ir['units']} values")
     for s in st["intensity_agreement_runs"]["systems"]:
         con.print(f"model runs ({s['model']}, {s['runs']} runs): intensity α interval {_rs_num(s['krippendorff_alpha_interval'])}"
                   f" over {s['units']} values", highlight=False)

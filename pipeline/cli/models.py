@@ -1,9 +1,12 @@
 """`mikupal models list|download|check` and `mikupal doctor`."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -118,6 +121,23 @@ def qt_binding_line() -> str:
     return f"Qt binding: PySide6 {v}"
 
 
+def vlc_line() -> str:
+    """Whether libVLC starts, probed in a child process: the player is the app's, and a broken
+    libVLC install must not take this process down."""
+    code = ("import vlc, sys; i = vlc.Instance('--quiet');"
+            " print(vlc.libvlc_get_version().decode() if i else '')")
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"VLC: could not be checked ({type(e).__name__})"
+    if r.returncode == 0 and r.stdout.strip():
+        return f"VLC: {r.stdout.strip()}"
+    if r.returncode == 0:
+        return "VLC: libvlc found but failed to start"
+    why = (r.stderr.strip().splitlines() or ["unknown error"])[-1][:120]
+    return f"VLC: not found ({why}); install libvlc (apt-get install libvlc5 vlc-plugin-base)"
+
+
 def doctor():
     """What is installed: GPU, VLC, ffmpeg, models, API key present (never the key)."""
     lines = [f"mikupal {__version__}"]
@@ -129,20 +149,12 @@ def doctor():
         lines.append(f"torch {torch.__version__}; GPU: {', '.join(gpus) if gpus else 'none (CPU mode)'}")
     except Exception as e:  # noqa: BLE001 - report, never crash
         lines.append(f"torch: not importable ({type(e).__name__})")
-    try:
-        import vlc
-
-        inst = vlc.Instance("--quiet")
-        lines.append(f"VLC: {vlc.libvlc_get_version().decode()}" if inst else "VLC: libvlc found but failed to start")
-    except Exception as e:  # noqa: BLE001
-        lines.append(f"VLC: not found ({type(e).__name__}); install libvlc (apt-get install libvlc5 vlc-plugin-base)")
+    lines.append(vlc_line())
     lines.append(f"ffmpeg: {shutil.which('ffmpeg') or 'not found (apt-get install ffmpeg)'}")
     lines.append(f"espeak-ng: {shutil.which('espeak-ng') or 'not found (needed only for the demo clip)'}")
     try:
-        import av
-
-        lines.append(f"PyAV {av.__version__}")
-    except ImportError:
+        lines.append(f"PyAV {importlib.metadata.version('av')}")
+    except importlib.metadata.PackageNotFoundError:
         lines.append("PyAV: not installed")
     root = models.models_dir()
     lines.append(f"models dir: {root}")
