@@ -221,3 +221,34 @@ def test_interactive_executor_refuses_batch_mode_with_one_line(bproject, server)
     stage, db, failures = run_emotion(bproject)
     assert len(failures) == 3 and all("batch = true" in f and "\n" not in f for f in failures)
     assert server.requests == []  # nothing paid at the full price by mistake
+
+
+def _cli_sets(poll="0.05"):
+    return ["--set", 'emotion.backend="gemini"', "--set", 'emotion.model="gemini-2.5-flash-test"', "--set",
+            f"emotion.batch_poll_s={poll}", "--set", "emotion.timeout_s=30.0", "--set", "emotion.runs=2"]
+
+
+def test_mikupal_run_batch_killed_then_resumed_through_the_runner(bproject, server, tmp_path):
+    """`mikupal run --batch` (the real runner and its batch executor), SIGKILL while the job is pending,
+    then the same command again: it polls the recorded job, submits nothing, stores every answer once."""
+    server.batch_hold = True
+    cmd = [sys.executable, "-m", "mikupal.cli", "run", str(bproject.root), "--stages", "emotion", "--batch", "--quiet",
+           *_cli_sets()]
+    child = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert _wait(lambda: any(j["name"] and j["state"] == "pending" for j in _job_rows(bproject))), \
+            child.stdout.read1().decode() if child.poll() is not None else "no job recorded"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    server.release_batches()
+    done = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    db = bproject.db()
+    pairs = sorted((r["segment_id"], r["run_index"]) for r in annotations(db))
+    assert pairs == sorted((s, i) for s in bproject.seg_ids[:3] for i in range(2))
+    assert len(creates(server)) == 1 and server.answered == 6
+    assert {r["batch_job"] for r in annotations(db)} == {jobs(db)[0]["name"]}
+    assert {r["run_id"] for r in annotations(db)} == {db.conn.execute("SELECT MAX(id) FROM runs").fetchone()[0]}

@@ -62,6 +62,8 @@ def run_command(
     ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray: a cluster ADDRESS, auto (running cluster) or local."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override a setting for this run: section.key=value (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; only the summary."),
+    batch: bool = typer.Option(False, "--batch", help="Emotion through the Gemini Batch API: half price, answers within "
+                               "24 h; a stopped run resumes its recorded jobs (same as --set emotion.batch=true)."),
 ):
     """Run the pipeline: separate -> vad -> asr -> segments -> faces -> asd -> emotion (resumable)."""
     from rich.console import Console
@@ -72,7 +74,7 @@ def run_command(
 
     if backend and backend not in ("gemini", "openai", "baseline"):
         raise fail(f"--backend {backend}: choose gemini, openai or baseline")
-    p = open_project(project, _overrides(backend, model, runs, sets))
+    p = open_project(project, _overrides(backend, model, runs, sets) + (["emotion.batch=true"] if batch is True else []))
     try:
         names = parse_stages(stages)
         worker_counts = parse_workers(workers)

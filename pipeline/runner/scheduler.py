@@ -151,6 +151,9 @@ class Runner:
             ex = RayExecutor(self.project, self.ray_address, self.queue_size, self.cfg["runner"], self.logger)
         else:
             ex = LocalExecutor(self.project, self.queue_size, self._cancel)
+        from .batch import with_batch  # stages in Batch API mode ([emotion] batch) run through their batch driver
+
+        ex = with_batch(ex, self.project, self.db, self.drivers, self.classes)
         for p in self.plans.values():
             ex.add_stage(p)
         return ex
