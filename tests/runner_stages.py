@@ -106,6 +106,31 @@ class LabelStage(Stage):
         )
 
 
+class AsyncLabelStage(LabelStage):
+    """LabelStage as an API-style stage: `process_async` on the executor's event loop. The
+    first `concurrency()` items wait for each other, so a run only finishes when that many
+    are in flight at once (an executor that ran them one by one times out)."""
+
+    name = "label"
+
+    def load(self):
+        self.arrived, self.gate = 0, None
+
+    def concurrency(self):
+        return 4
+
+    async def process_async(self, task):
+        import asyncio
+
+        if self.gate is None:
+            self.gate = asyncio.Event()
+        self.arrived += 1
+        if self.arrived >= self.concurrency():
+            self.gate.set()
+        await asyncio.wait_for(self.gate.wait(), timeout=60)
+        return LabelStage.process(self, task)
+
+
 class NoopStage(Stage):
     """Video scope, no work: measures the orchestration itself."""
 

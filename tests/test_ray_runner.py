@@ -9,7 +9,7 @@ from mikupal.project import Project
 from mikupal.runner import Runner
 
 import runner_stages
-from runner_stages import BrokenLoadStage, LabelStage, SplitStage, add_fake_videos
+from runner_stages import AsyncLabelStage, BrokenLoadStage, LabelStage, SplitStage, add_fake_videos
 
 
 
@@ -105,3 +105,13 @@ def test_ray_gpu_demand_the_cluster_cannot_meet_fails_with_the_fix(tmp_path, ray
     s = Runner(p, [SplitStage], ray_address="local").run()
     assert s.status == "failed" and "num_gpus" in s.message and "lower it" in s.message
     assert store.rows(p.db(), "SELECT status FROM runs WHERE id=?", (s.run_id,))[0]["status"] == "failed"
+
+
+def test_an_async_stage_fans_out_inside_one_ray_actor(tmp_path, ray_local, monkeypatch):
+    # The same async stage as locally: one async actor keeps concurrency() items in flight.
+    monkeypatch.setenv("MIKUPAL_MODELS_DIR", str(tmp_path / "models"))
+    p = Project.create(tmp_path / "p")
+    add_fake_videos(p.db(), 2)
+    summary = Runner(p, [SplitStage, AsyncLabelStage], ray_address="auto").run()
+    assert summary.ok and summary.stages["label"].ok == 16
+    assert p.db().conn.execute("SELECT COUNT(*) FROM annotations").fetchone()[0] == 16

@@ -20,7 +20,7 @@ from mikupal.runner import Runner, RunnerError, parse_workers, resolve_devices
 from mikupal.stages import STAGE_ORDER, UnknownStageError, parse_stages
 from mikupal.status import project_status
 
-from runner_stages import (BrokenLoadStage, CrashStage, LabelStage, NoopStage, ProbeStage, SplitStage,
+from runner_stages import (AsyncLabelStage, BrokenLoadStage, CrashStage, LabelStage, NoopStage, ProbeStage, SplitStage,
                            add_fake_videos)
 
 TESTS = Path(__file__).resolve().parent
@@ -237,32 +237,20 @@ def test_workers_run_items_concurrently(project):
 
 def test_async_stage_fans_out_on_the_executors_loop(project):
     # An API-style stage (process_async): the executor keeps concurrency() items in flight on
-    # its own event loop; the stage owns no thread. Four items meet at an asyncio barrier.
+    # its own event loop; the stage owns no thread. The first four items meet at a gate.
     import asyncio
 
     db = project.db()
     add_fake_videos(db, 2)
     threads, loops = set(), set()
 
-    class AsyncLabel(LabelStage):
-        def load(self):
-            self.arrived, self.gate = 0, None
-
-        def concurrency(self):
-            return 4
-
+    class Watched(AsyncLabelStage):
         async def process_async(self, task):
             threads.add(threading.current_thread().name)
             loops.add(id(asyncio.get_running_loop()))
-            if self.gate is None:
-                self.gate = asyncio.Event()
-            self.arrived += 1
-            if self.arrived >= 4:
-                self.gate.set()
-            await asyncio.wait_for(self.gate.wait(), timeout=60)
-            return LabelStage.process(self, task)
+            return await super().process_async(task)
 
-    summary = Runner(project, [SplitStage, AsyncLabel]).run()
+    summary = Runner(project, [SplitStage, Watched]).run()
     assert summary.ok and summary.stages["label"].ok == 16
     assert len(loops) == 1 and len(threads) == 1 and next(iter(threads)).startswith("label-")
 
