@@ -73,6 +73,11 @@ class _download_progress:
         return False
 
 
+def _ts(stamp) -> str:
+    """A stored UTC timestamp as 'YYYY-MM-DD HH:MM' (a status line fits 80 columns)."""
+    return str(stamp)[:16].replace("T", " ") if stamp else ""
+
+
 def status(
     project: Path = typer.Argument(..., help="Project folder."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -102,11 +107,12 @@ def status(
     h = lambda s: f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min"  # noqa: E731
     con.print(
         f"duration {h(st['total_duration_s'])}, retained {h(st['retained_duration_s'])} "
-        f"({100 * st['retention']:.1f}%)   cost ${st['cost_usd']:.4f} "
+        f"({100 * st['retention']:.1f}%)\ncost ${st['cost_usd']:.4f} "
         f"({st['input_tokens']} in / {st['output_tokens']} out tokens)"
     )
     for r in st["recent_runs"][:3]:
-        con.print(f"run {r['id']}: {r['status']} ({r['started_at']} .. {r['finished_at'] or ''}) stages {r.get('stages') or 'all'}")
+        con.print(f"run {r['id']}: {r['status']} ({_ts(r['started_at'])} .. {_ts(r['finished_at'])}) "
+                  f"stages {r.get('stages') or 'all'}", highlight=False)
     if st["recent_errors"]:
         con.print("[bold]Recent errors[/bold]")
         for e in st["recent_errors"]:
