@@ -18,8 +18,6 @@ import export_fixture as fx  # noqa: E402
 from mikupal import store  # noqa: E402
 from mikupal.project import Project  # noqa: E402
 
-pytest.importorskip("yt_dlp", reason="yt-dlp is a dependency (pip install -e .)")
-
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     """Serves the files of `server.files` with Range support and records each request's Range."""
