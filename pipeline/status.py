@@ -31,9 +31,10 @@ def project_status(project, db=None, n_errors: int = 10) -> dict:
     total_s = q("SELECT COALESCE(SUM(duration_s), 0) FROM videos")
     ret = queries.retention(db, drop_statuses)
     segment_statuses = dict(db.conn.execute("SELECT status, COUNT(*) FROM segments GROUP BY status").fetchall())
-    cost = q("SELECT COALESCE(SUM(cost_usd), 0) FROM annotations")
-    tokens_in = q("SELECT COALESCE(SUM(input_tokens), 0) FROM annotations")
-    tokens_out = q("SELECT COALESCE(SUM(output_tokens), 0) FROM annotations")
+    from .emotion.spend import llm_spend, pending_batch_jobs
+
+    spend = llm_spend(db)  # paid answers, including the unusable ones (their errors rows)
+    cost, tokens_in, tokens_out = spend["cost_usd"], spend["input_tokens"], spend["output_tokens"]
     runs = store.rows(db, "SELECT * FROM runs ORDER BY id DESC LIMIT 5")
     for r in runs:
         r.pop("config_json", None)
@@ -58,6 +59,8 @@ def project_status(project, db=None, n_errors: int = 10) -> dict:
         "cost_usd": cost,
         "input_tokens": tokens_in,
         "output_tokens": tokens_out,
+        "spend": spend,
+        "batch_jobs": pending_batch_jobs(db),
         "recent_runs": runs,
         "recent_errors": errors,
     }

@@ -203,6 +203,10 @@ def test_kill_9_then_resume_never_submits_twice(bproject, server, tmp_path, when
         if child.poll() is None:
             child.kill()
     assert len(server.batches) == 1 and annotations(bproject.db()) == []
+    from mikupal.status import project_status
+
+    (shown,) = project_status(bproject)["batch_jobs"]  # `mikupal status` shows the job still out
+    assert shown["state"] == ("pending" if when == "pending" else "submitting") and shown["waiting"] == 6
     server.batch_create_delay_s = 0.0
     server.release_batches()
     set_cfg(bproject, emotion__runs=2)

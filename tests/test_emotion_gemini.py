@@ -384,3 +384,17 @@ def test_max_tokens_is_a_clear_per_item_error(gproject, server):
     assert "max_output_tokens=2048" in msg and "MAX_TOKENS" in msg and "raise [emotion] max_output_tokens" in msg
     assert "thinking" in msg and len(gen_requests(server)) == 3  # not retried: the same cap cuts it again
     assert paid(errors(db)[0])["kind"] == "max_tokens"
+
+
+def test_status_reports_the_real_spend_including_unusable_answers(gproject, server):
+    from mikupal.status import project_status
+
+    server.script += [Reply(text="junk"), Reply(text="junk")]  # segment 1: two paid, unusable answers
+    stage, db, failures = run_emotion(gproject)
+    assert len(failures) == 1
+    stored = sum(r["cost_usd"] for r in annotations(db))
+    wasted = paid(errors(db)[0])["cost_usd"]
+    assert wasted > 0
+    st = project_status(gproject)
+    assert st["cost_usd"] == pytest.approx(stored + wasted, abs=1e-6)
+    assert st["spend"]["failed_answers_usd"] == pytest.approx(wasted, abs=1e-6)

@@ -110,6 +110,15 @@ def status(
         f"({100 * st['retention']:.1f}%)\ncost ${st['cost_usd']:.4f} "
         f"({st['input_tokens']} in / {st['output_tokens']} out tokens)"
     )
+    sp = st.get("spend") or {}
+    if sp.get("failed_answers_usd") or sp.get("unpriced_answers") or sp.get("batch_usd"):
+        con.print(f"  of which ${sp['failed_answers_usd']:.4f} for unusable answers (see errors), "
+                  f"${sp['batch_usd']:.4f} at the Batch API rate; {sp['unpriced_answers']} answer(s) of a model "
+                  f"with no price (add it to {p.root / 'prices.json'})", highlight=False)
+    for j in st.get("batch_jobs") or []:
+        con.print(f"batch job {j['name'] or j['display_name']}: {j['state']}, {j['waiting']} of {j['n_requests']} "
+                  f"request(s) waiting (submitted {_ts(j['created_at'])}); `mikupal run` again collects it",
+                  highlight=False)
     for r in st["recent_runs"][:3]:
         con.print(f"run {r['id']}: {r['status']} ({_ts(r['started_at'])} .. {_ts(r['finished_at'])}) "
                   f"stages {r.get('stages') or 'all'}", highlight=False)
