@@ -16,8 +16,9 @@ FORMAT_HELP = {
     "jsonl": "WAV clips + one JSONL manifest per split",
     "hf": "Hugging Face audiofolder (load_dataset('audiofolder', ...))",
     "webdataset": "WebDataset tar shards",
-    "lab": "Fish-Speech style .wav + .lab folders",
+    "lab": "Fish-Speech: one folder per speaker, .wav + .lab",
     "elan": "ELAN .eaf tiers per source video",
+    "lhotse": "Lhotse manifests: recordings, supervisions, cuts",
 }
 
 
