@@ -8,8 +8,9 @@ is never converted at full size). Its time is seconds on the clock probe.py defi
 Which frame belongs to a time t is decided once, here, for every consumer (the vision
 stages' frame grid, the utterance clip, the review player): the frame ON SCREEN at t, i.e.
 the last frame whose presentation time is <= t (1 ms tolerance for timestamp rounding).
-After a damaged stretch (packets the decoder rejected) a frame serves only times within
-half a frame of its own, so lost frames stay lost instead of being filled.
+The first frame also serves times up to one frame before it (audio often starts a few
+ms earlier: AAC priming). After a damaged stretch (packets the decoder rejected) a frame
+serves only times within half a frame of its own, so lost frames stay lost, not filled.
 """
 from __future__ import annotations
 
@@ -247,6 +248,8 @@ class VideoReader:
             while ti < len(times) and times[ti] < ft - EPS:
                 if prev is not None and (not entry[3] or times[ti] - prev[0] <= tol):
                     yield emit(prev, ti)
+                elif prev is None and ft - times[ti] <= frame_dur:
+                    yield emit(entry, ti)  # just before the first frame (e.g. AAC priming put audio first)
                 ti += 1
             prev = entry
             if ti >= len(times):

@@ -92,12 +92,24 @@ def audio_tracks(container) -> list[AudioTrackInfo]:
     return out
 
 
+# ISO 639-1 codes users type -> the 639-2 tags containers carry (T and B forms)
+_ISO639 = {"en": ("eng",), "ja": ("jpn",), "zh": ("zho", "chi"), "ko": ("kor",), "de": ("deu", "ger"),
+           "fr": ("fra", "fre"), "es": ("spa",), "it": ("ita",), "pt": ("por",), "ru": ("rus",),
+           "nl": ("nld", "dut"), "ar": ("ara",), "hi": ("hin",), "pl": ("pol",), "tr": ("tur",),
+           "sv": ("swe",), "cs": ("ces", "cze"), "el": ("ell", "gre"), "he": ("heb",), "fa": ("fas", "per")}
+
+
 def _lang_matches(want: str, have: str | None) -> bool:
     if not have:
         return False
     want, have = want.lower(), have.lower()
-    # ISO 639-1 ("en") against the 639-2 tags containers carry ("eng"), and the reverse
-    return want == have or (len(want) == 2 and have.startswith(want)) or (len(have) == 2 and want.startswith(have))
+    if want == have:
+        return True
+    for short, longs in _ISO639.items():
+        group = {short, *longs}
+        if want in group and have in group:
+            return True
+    return False
 
 
 def select_audio(container, choice: str | int | None = "default", path: str | Path = ""):
