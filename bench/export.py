@@ -77,7 +77,7 @@ def main() -> None:
         extract_audio(root / "source.mkv", {"a": (root / "baseline.wav", 24000, 1)})
         base = time.perf_counter() - t
         print(f"baseline: decode {args.minutes:g} min of 48 kHz stereo FLAC to 24 kHz mono WAV = 1.00")
-        for fmt in ("jsonl", "hf", "webdataset", "lab", "elan"):
+        for fmt in ("jsonl", "hf", "webdataset", "lab", "elan", "lhotse"):
             t = time.perf_counter()
             r = export_dataset(proj, root / f"out-{fmt}", fmt, ExportFilters(), audio="mix", sample_rate=24000)
             dt = time.perf_counter() - t
