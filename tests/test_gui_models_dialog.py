@@ -7,12 +7,11 @@ import functools
 import hashlib
 import http.server
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from PySide6.QtCore import QSettings, QTimer  # noqa: E402
+from PySide6.QtCore import QSettings  # noqa: E402
 
 from mikupal import models  # noqa: E402
 from mikupal.project import Project  # noqa: E402
@@ -39,37 +38,56 @@ def proj(tmp_path, models_root):
     return Project.create(tmp_path / "proj", name="dialog-test")
 
 
-class _SlowHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves files; `slow.bin` goes out in 256 KiB pieces with pauses (for Cancel)."""
+HOLD_AFTER = 1 << 20  # the client reads 1 MiB blocks: the first one arrives, then the server waits
+
+
+class _HeldHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files; a file over 1 MiB goes out as its first MiB, then nothing until the test
+    sets `hold` (so "during the download" is a state the test controls, not a race)."""
+
+    def __init__(self, *args, hold: threading.Event, **kwargs):
+        self.hold = hold  # before super().__init__, which handles the request
+        super().__init__(*args, **kwargs)
 
     def log_message(self, *args):
         pass
 
     def do_GET(self):
-        if not self.path.endswith("/slow.bin"):
+        path = Path(self.directory) / self.path.rsplit("/", 1)[-1]
+        if not path.is_file() or path.stat().st_size <= HOLD_AFTER:
             return super().do_GET()
-        data = (Path(self.directory) / "slow.bin").read_bytes()
+        data = path.read_bytes()
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         try:
-            for i in range(0, len(data), 1 << 18):
-                self.wfile.write(data[i:i + (1 << 18)])
-                self.wfile.flush()
-                time.sleep(0.15)
+            self.wfile.write(data[:HOLD_AFTER])
+            self.wfile.flush()
+            self.hold.wait(120)
+            self.wfile.write(data[HOLD_AFTER:])
         except (BrokenPipeError, ConnectionResetError):
             pass
 
 
 @pytest.fixture()
-def server(tmp_path):
+def hold():
+    """Set it to let held transfers go on; set at teardown so no server thread is left waiting."""
+    ev = threading.Event()
+    yield ev
+    ev.set()
+
+
+@pytest.fixture()
+def server(tmp_path, hold):
     """A local HTTP server for tmp_path/upstream; yields (folder, base URL)."""
     folder = tmp_path / "upstream"
     folder.mkdir()
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_SlowHandler, directory=str(folder)))
+    handler = functools.partial(_HeldHandler, directory=str(folder), hold=hold)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     srv.daemon_threads = True
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield folder, f"http://127.0.0.1:{srv.server_address[1]}"
+    hold.set()
     srv.shutdown()
     srv.server_close()
 
@@ -136,9 +154,9 @@ def test_the_projects_models_dir_is_used_without_the_environment(qtbot, tmp_path
     assert dlg.cell("light-asd-ava", "Status") == "missing"
 
 
-def test_download_from_a_server_fills_the_file_and_refreshes(qtbot, proj, models_root, server, monkeypatch):
+def test_download_from_a_server_fills_the_file_and_refreshes(qtbot, proj, models_root, server, hold, monkeypatch):
     folder, base = server
-    data = bytes(range(256)) * 12000  # ~3 MB: a few progress steps
+    data = bytes(range(256)) * 12000  # ~3 MB: the server sends 1 MiB, then waits for `hold`
     (folder / "tiny.bin").write_bytes(data)
     _register(monkeypatch, "test-tiny", "test/tiny.bin", f"{base}/tiny.bin", hashlib.sha256(data).hexdigest())
     dlg = ModelsDialog(proj)
@@ -146,14 +164,14 @@ def test_download_from_a_server_fills_the_file_and_refreshes(qtbot, proj, models
     dlg.show()
     assert dlg.cell("test-tiny", "Status") == "missing"
     dlg.select(["test-tiny"])
-    ticks = []
-    timer = QTimer()
-    timer.timeout.connect(lambda: ticks.append(1))
-    timer.start(10)
-    with qtbot.waitSignal(dlg.thread_done, timeout=30000):
+    with qtbot.waitSignal(dlg.thread_done, timeout=60000):
         dlg.download_btn.click()
+        # the transfer is held open half-way: the dialog shows it moving and stays usable
+        # (a download on the GUI thread would block in click() until the server gave up)
+        qtbot.waitUntil(lambda: dlg.progress.value() == HOLD_AFTER // 1024, timeout=30000)
         assert dlg.cancel_btn.isVisible() and dlg.progress.isVisible() and not dlg.download_btn.isEnabled()
-    timer.stop()
+        assert dlg.downloaded == [] and not (models_root / "test" / "tiny.bin").exists()
+        hold.set()
     assert (models_root / "test" / "tiny.bin").read_bytes() == data
     assert dlg.cell("test-tiny", "Status") == "present"
     assert dlg.downloaded == ["test-tiny"] and dlg.errors == []
@@ -161,7 +179,6 @@ def test_download_from_a_server_fills_the_file_and_refreshes(qtbot, proj, models
     assert not dlg.progress.isVisible() and not dlg.cancel_btn.isVisible()
     # the bar counted the file's KiB to the end
     assert dlg.progress.maximum() == len(data) // 1024 == dlg.progress.value()
-    assert ticks, "the event loop stalled during the download"
     assert _no_leftovers(models_root)
     assert not dlg.download_btn.isEnabled()  # the selected model is present now
 
@@ -197,21 +214,20 @@ def test_failed_downloads_say_which_file_goes_where_and_leave_nothing(qtbot, pro
     assert dlg.download_btn.isEnabled()
 
 
-def test_cancel_stops_the_download_and_keeps_no_partial_file(qtbot, proj, models_root, server, monkeypatch):
+def test_cancel_stops_the_download_and_keeps_no_partial_file(qtbot, proj, models_root, server, hold, monkeypatch):
     folder, base = server
-    data = b"x" * (4 << 20)  # 16 pieces of 256 KiB, 0.15 s apart
+    data = b"x" * (4 << 20)  # the server sends 1 MiB, then holds the other 3 until after Cancel
     (folder / "slow.bin").write_bytes(data)
     _register(monkeypatch, "test-slow", "test/slow.bin", f"{base}/slow.bin", hashlib.sha256(data).hexdigest())
     dlg = ModelsDialog(proj)
     qtbot.addWidget(dlg)
     dlg.show()
-    got = []
-    with qtbot.waitSignal(dlg.thread_done, timeout=30000):
+    with qtbot.waitSignal(dlg.thread_done, timeout=60000):
         assert dlg.download(["test-slow"])
-        dlg.thread.progress.connect(lambda d, t, m: got.append(d))
-        qtbot.waitUntil(lambda: any(d > 0 for d in got), timeout=20000)
+        qtbot.waitUntil(lambda: dlg.progress.value() > 0, timeout=30000)  # the first MiB is in
         assert dlg.progress.maximum() == len(data) // 1024
         dlg.cancel_btn.click()
+        hold.set()  # the next block arrives after Cancel: the download must stop there
     assert "cancelled" in dlg.message.toPlainText()
     assert not (models_root / "test" / "slow.bin").exists() and _no_leftovers(models_root)
     assert dlg.cell("test-slow", "Status") == "missing"
