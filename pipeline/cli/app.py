@@ -64,10 +64,10 @@ def gui(project: Optional[Path] = typer.Argument(None, help="Project folder to o
 
 
 # --- commands (one registration line each; the functions live in the modules beside this one) ---
-from . import analysis, core, export, models, run  # noqa: E402
+from . import analysis, core, estimate, export, models, run  # noqa: E402
 
 for _name, _fn in (("init", core.init), ("add", core.add), ("status", core.status), ("demo", core.demo),
-                   ("run", run.run_command), ("eval", analysis.eval_command),
+                   ("run", run.run_command), ("estimate", estimate.estimate_command), ("eval", analysis.eval_command),
                    ("review-stats", analysis.review_stats_command), ("map", analysis.map_command),
                    ("report", analysis.report_command), ("export", export.export_command),
                    ("doctor", models.doctor)):
