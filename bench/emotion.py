@@ -1,18 +1,20 @@
 """Emotion-stage benchmark.
 
-1. Throughput of the Gemini backend (real google-genai client, the stage's shared loop,
-   semaphore and limiter) against the local protocol server with injected latency, at
-   concurrency 1..64, printed as achieved / ideal (ideal = concurrency / latency) and as
-   speed-up over concurrency 1 measured in the same process.
-2. Tokens and dollars per hour of speech for the default packaging settings, from the
-   documented token rates (FACTS.md: ~258 tokens per sampled frame at 1 frame/s, ~66 at low
-   media resolution, 32 tokens per second of audio) and the config price table.
+1. Throughput of the Gemini backend (real google-genai client, process_async fanned out on one
+   event loop the way the runner's executor does, the backend's limiter and adaptive gate)
+   against the local protocol server with injected latency, at concurrency 1..64, printed as
+   achieved / ideal (ideal = concurrency / latency) and as speed-up over concurrency 1
+   measured in the same process.
+2. Tokens and dollars per hour of speech from the estimator (mikupal.emotion.estimate: the
+   documented media token rates and the shipped price table) for the default settings and
+   the cheaper ones, as ratios to the default.
 
     .venv/bin/python bench/emotion.py [--latency 0.25] [--max-concurrency 64]
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import tempfile
@@ -48,11 +50,25 @@ def throughput(latency: float, levels: list[int], items_per_level) -> list[tuple
             db = project.db()
             tasks = [stage.prepare(db, it) for it in stage.pending(db)]
             stage.load()
-            stage.process_many(tasks[:1])  # warm: clip cut, session open
-            t = time.perf_counter()
-            results = stage.process_many(tasks)
-            dt = time.perf_counter() - t
-            stage.close()
+
+            async def fan_out(ts):
+                sem = asyncio.Semaphore(stage.concurrency())
+
+                async def one(t):
+                    async with sem:
+                        return await stage.process_async(t)
+
+                return await asyncio.gather(*(one(t) for t in ts), return_exceptions=True)
+
+            async def measure():
+                await fan_out(tasks[:1])  # warm: clip cut, session open
+                t = time.perf_counter()
+                res = await fan_out(tasks)
+                dt = time.perf_counter() - t
+                await stage.aclose()
+                return res, dt
+
+            results, dt = asyncio.run(measure())
             bad = [r for r in results if isinstance(r, BaseException) or "annotation" not in r]
             if bad:
                 raise SystemExit(f"benchmark request failed: {bad[0]!r}")
@@ -62,31 +78,33 @@ def throughput(latency: float, levels: list[int], items_per_level) -> list[tuple
     return out
 
 
-def cost_table(latency_note: str = "") -> None:
+def cost_table() -> None:
     from mikupal import config
-    from mikupal.emotion.backends.base import AUDIO_TOKENS_PER_S, FRAME_TOKENS
+    from mikupal.emotion.estimate import MEAN_UTTERANCE_S, estimate_hour
     from mikupal.emotion.prompt import build_prompt
 
-    cfg = config.defaults()
-    e = cfg["emotion"]
-    prompt = build_prompt(e["label_set"], e["language"])
-    sys_tokens = len(prompt.system) / 4  # ~4 characters per token for English text
-    user_tokens = 30  # transcript line of a ~6 s utterance
-    out_tokens = 450  # three short analyses, 26 numbers, a rationale (typical answer length)
-    mean_utt_s = 6.0  # utterances are 2-30 s; 6 s is typical of conversational speech
-    n_utt = 3600 / mean_utt_s
-    print(f"\nTokens and dollars per hour of speech ([emotion] model={e['model']}, "
-          f"prices ${e['price_input_per_mtok']}/M in, ${e['price_output_per_mtok']}/M out; "
-          f"{n_utt:.0f} utterances of {mean_utt_s:.0f} s; system prompt ~{sys_tokens:.0f} tokens)")
-    print(f"{'media_resolution':>16} {'media tok/s':>11} {'input Mtok/h':>12} {'output Mtok/h':>13} {'USD/h':>7}")
-    for res in ("low", "medium"):
-        per_s = FRAME_TOKENS[res] + AUDIO_TOKENS_PER_S  # Gemini samples video at 1 frame/s
-        tin = 3600 * per_s + n_utt * (sys_tokens + user_tokens)
-        tout = n_utt * out_tokens
-        usd = tin * e["price_input_per_mtok"] / 1e6 + tout * e["price_output_per_mtok"] / 1e6
-        mark = "  <- default" if res == e["media_resolution"] else ""
-        print(f"{res:>16} {per_s:>11} {tin / 1e6:>12.3f} {tout / 1e6:>13.3f} {usd:>7.2f}{mark}")
-    print("Per run; --runs N multiplies both. Thinking tokens (billed as output) are not included.")
+    base = config.defaults()
+    system = build_prompt(base["emotion"]["label_set"], base["emotion"]["language"]).system
+    rows = [("defaults (gemini-2.5-flash, low, thinking off)", {}),
+            ("thinking on (thinking_budget = -1)", {"thinking_budget": -1}),
+            ("media_resolution = medium", {"media_resolution": "medium"}),
+            ("--batch", {"batch": True}),
+            ("gemini-2.5-flash-lite", {"model": "gemini-2.5-flash-lite"}),
+            ("cheapest: --batch, flash-lite, low", {"batch": True, "model": "gemini-2.5-flash-lite",
+                                                    "media_resolution": "low"})]
+    ests = []
+    for name, over in rows:
+        cfg = config.defaults()
+        cfg["emotion"].update(over)
+        ests.append((name, estimate_hour(cfg, system)))
+    ref = ests[0][1].usd
+    print(f"\nTokens and dollars per hour of speech (estimator: {ests[0][1].items} utterances of "
+          f"{MEAN_UTTERANCE_S:.0f} s, prices of {ests[0][1].prices_as_of}; paper: < $0.50/h)")
+    print(f"{'settings':<48} {'input Mtok':>10} {'output Mtok':>11} {'USD/h':>7} {'vs default':>10}")
+    for name, e in ests:
+        print(f"{name:<48} {sum(e.input_tokens.values()) / 1e6:>10.3f} {e.output_tokens / 1e6:>11.3f} "
+              f"{e.usd:>7.2f} {e.usd / ref:>10.2f}")
+    print("Per run; --runs N multiplies it. Implicit cache hits on the system prompt only lower it.")
 
 
 def main() -> None:
