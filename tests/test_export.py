@@ -272,6 +272,23 @@ def test_lab_emotion_tags_follow_the_documented_fish_speech_mapping(proj, clips,
         assert line.startswith(f"<{c.emotion.lower()}|{c.intensity:.2f}> video {c.video}")
 
 
+class _EafSchema:
+    """The EAF 3.0 XSD (tests/data/EAFv3.0.xsd, as shipped in the pympi-ling 1.71 sdist's test
+    folder), loaded once; xmlschema validates offline."""
+
+    _schema = None
+
+    def validate(self, path: str) -> None:
+        import xmlschema
+
+        if self._schema is None:
+            type(self)._schema = xmlschema.XMLSchema(str(Path(__file__).parent / "data" / "EAFv3.0.xsd"))
+        self._schema.validate(path)
+
+
+EAF_SCHEMA = _EafSchema()
+
+
 def test_elan_files_parse_and_point_at_their_audio(proj, clips, built, tmp_path):
     import pympi
 
@@ -302,9 +319,11 @@ def test_elan_files_parse_and_point_at_their_audio(proj, clips, built, tmp_path)
             assert ref["verdict"][(a, b)].startswith("accept" if c.accepted else ("tie", "reject"))
             assert ref["speaker"][(a, b)] == (c.speaker or "")
         props = dict(doc.properties)
-        side = fx.SIDECARS.get(mine[0].video)
-        assert props.get("source_url") == (side or {}).get("webpage_url")
-        assert props.get("source_license") == (side or {}).get("license")
+        side = fx.SIDECARS.get(mine[0].video) or {}
+        assert props.get("source_url") == side.get("webpage_url")
+        assert props.get("source_license") == side.get("license")
+        assert [text for text, _url in doc.licenses] == ([side["license"]] if side.get("license") else [])
+        EAF_SCHEMA.validate(str(eaf))  # the EAF 3.0 XSD ELAN itself validates against
     manifest = [json.loads(x) for x in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(manifest) == 16 and all((out / r["audio"]).is_file() and r["audio"].endswith(".wav") for r in manifest)
     assert_clean_output(out, built)

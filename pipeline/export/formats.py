@@ -261,6 +261,9 @@ def eaf_document(media_name: str, recs: list[dict]) -> bytes:
     ET.SubElement(header, "MEDIA_DESCRIPTOR", {"MEDIA_URL": url, "MIME_TYPE": "audio/x-wav", "RELATIVE_MEDIA_URL": url})
     order = ET.SubElement(doc, "TIME_ORDER")
     first = recs[0] if recs else {}
+    if first.get("source_license"):  # EAF's own place for it: LICENSE comes before HEADER
+        doc.insert(0, ET.Element("LICENSE", {"LICENSE_URL": ""}))  # optional in the XSD, pympi needs it
+        doc[0].text = first["source_license"]
     for key in ("source_video", "source_url", "source_title", "source_uploader", "source_upload_date",
                 "source_license"):
         if first.get(key) is not None:
