@@ -32,7 +32,8 @@ Worker side (no store; maybe another process or machine):
     ``close()`` / ``async aclose()``  release what ``load()`` opened
 
 Failures: raise :class:`StageError` with a one-line, secret-free message naming the item and
-the fix (``detail``: extra text such as a raw model answer; ``path``: a file involved). The
+the fix (``detail``: extra text such as a raw model answer; ``path``: a file involved;
+``stops_stage``: nothing more of this stage can succeed this run). The
 runner alone writes ``errors``, ``stage_state``, ``runs`` and run ids, owns transactions,
 retries, concurrency and devices; see ``docs/architecture.md``.
 """
@@ -49,13 +50,17 @@ class StageError(Exception):
     """One item failed; the message is one line naming the item and the fix.
 
     ``detail`` (e.g. the raw text of an invalid model answer) and ``path`` (the file involved)
-    go to the errors row next to the message.
+    go to the errors row next to the message. ``stops_stage``: the stage cannot go on this run
+    (a per-day quota, an unreachable server): the runner records this one line, starts no
+    further item of the stage and leaves the rest pending for a later run.
     """
 
-    def __init__(self, message: str, *, detail: str | None = None, path: str | None = None):
+    def __init__(self, message: str, *, detail: str | None = None, path: str | None = None,
+                 stops_stage: bool = False):
         super().__init__(message)
         self.detail = detail
         self.path = path
+        self.stops_stage = stops_stage
 
 
 class ModelMissingError(StageError):

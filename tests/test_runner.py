@@ -361,3 +361,33 @@ def test_video_ids_limit_the_run(project):
     summary = Runner(project, [SplitStage, LabelStage], video_ids=[ids[1]]).run()
     assert summary.ok and summary.stages["split"].ok == 1
     assert db.conn.execute("SELECT DISTINCT video_id FROM segments").fetchall() == [(ids[1],)]
+
+
+def test_a_stage_that_cannot_go_on_stops_and_leaves_the_rest_pending(project):
+    # Like a per-day quota: the third answer says the stage cannot go on this run. One error
+    # line; nothing more of the stage starts; the unanswered items stay pending (no error
+    # rows for them), and the next run finishes them.
+    from mikupal.stage import StageError
+
+    calls = []
+
+    class Quota(LabelStage):
+        def process(self, task):
+            calls.append(task["segment_id"])
+            if len(calls) >= 3:
+                raise StageError("quota GenerateRequestsPerDay exhausted; try again after midnight UTC",
+                                 stops_stage=True)
+            return super().process(task)
+
+    db = project.db()
+    add_fake_videos(db, 2)
+    Runner(project, [SplitStage]).run()
+    total = 2 * 4 * LabelStage.runs
+    summary = Runner(project, [SplitStage, Quota], workers={"label": 1}).run()
+    assert summary.stages["label"].ok == 2 and summary.stages["label"].failed == 1
+    assert summary.stages["label"].skipped == total - 3 and not summary.ok
+    errs = store.rows(db, "SELECT message FROM errors WHERE stage='label'")
+    assert len(errs) == 1 and "GenerateRequestsPerDay" in errs[0]["message"]
+    again = Runner(project, [SplitStage, LabelStage]).run()
+    assert again.ok and again.stages["label"].ok == total - 2
+    assert len(_annotation_counts(db)) == total

@@ -168,7 +168,7 @@ class RayExecutor:
             try:
                 reply = self.ray.get(ref)
             except Exception as e:  # noqa: BLE001 - the actor died past its retries, or Ray failed
-                reply = ("error", False, f"the Ray worker failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})", None, None)
+                reply = ("error", False, f"the Ray worker failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})", None, None, False)
             oc = to_outcome(work, reply, label)
             if oc.kind == "load_failed":
                 self.gone.add(label)

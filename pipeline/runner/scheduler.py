@@ -165,6 +165,7 @@ class Runner:
         self.open: dict[tuple[int, str], list] = {}
         self.open_count: collections.Counter = collections.Counter()  # stage -> videos open in it
         self.dead: dict[str, str] = {}  # stage -> load failure message
+        self.stopped: dict[str, str] = {}  # stage -> why it cannot go on this run (items stay pending)
         self.workers_dead: dict[str, set] = collections.defaultdict(set)
         self._paths: dict[int, str] = {}
         vids = self.video_ids
@@ -231,6 +232,11 @@ class Runner:
                     vid, item = bl.popleft()
                     self._fail_dead(vid, name, [item])
                 continue
+            if name in self.stopped:
+                while bl:
+                    vid, _ = bl.popleft()
+                    self._leave_pending(vid, name)
+                continue
             room = self.executor.room(name)
             while room > 0 and bl and not self.cancelled:
                 vid, item = bl.popleft()
@@ -261,6 +267,9 @@ class Runner:
                 return
             self.stats[w.stage].ok += 1
             self._item_done(w.video_id, w.stage, ok=True, forward=forward)
+            return
+        if oc.stops_stage:
+            self._stop_stage(oc)
             return
         self._record_failure(w.video_id, w.stage, w.item, oc.message, oc.detail, expected=oc.expected, path=oc.path)
 
@@ -339,6 +348,23 @@ class Runner:
         self._fail_dead(w.video_id, w.stage, [w.item])
         for q in self.executor.take_queued(w.stage):
             self._fail_dead(q.video_id, q.stage, [q.item])
+
+    def _stop_stage(self, oc: Outcome) -> None:
+        """The first stop of a stage is one error line; its other items stay pending."""
+        w = oc.work
+        if w.stage in self.stopped:
+            self._leave_pending(w.video_id, w.stage)
+            return
+        self.stopped[w.stage] = oc.message
+        self.logger.error("[%s] stage stopped for this run: %s", w.stage, oc.message)
+        self._record_failure(w.video_id, w.stage, w.item, oc.message, oc.detail, path=oc.path)
+        for q in self.executor.take_queued(w.stage):
+            self._leave_pending(q.video_id, q.stage)
+
+    def _leave_pending(self, vid: int, name: str) -> None:
+        """An item not done this run and not failed: a later run picks it up."""
+        self.stats[name].skipped += 1
+        self._item_done(vid, name, ok=False)
 
     def _fail_dead(self, vid: int, name: str, items: list) -> None:
         """Items of a stage that cannot load: failed, without one error row each."""

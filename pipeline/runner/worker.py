@@ -33,6 +33,7 @@ class Outcome:
     detail: str | None = None
     path: str | None = None
     worker: str = ""
+    stops_stage: bool = False  # the stage cannot go on this run (StageError.stops_stage)
 
 
 class StageWorker:
@@ -96,7 +97,7 @@ class StageWorker:
 
 def failure_reply(e: BaseException) -> tuple:
     expected, msg, detail = describe_failure(e)
-    return ("error", expected, msg, detail, getattr(e, "path", None))
+    return ("error", expected, msg, detail, getattr(e, "path", None), bool(getattr(e, "stops_stage", False)))
 
 
 def to_outcome(work: Work, reply: tuple, worker: str = "") -> Outcome:
@@ -104,5 +105,6 @@ def to_outcome(work: Work, reply: tuple, worker: str = "") -> Outcome:
         return Outcome(work, "ok", result=reply[1], worker=worker)
     if reply[0] == "error":
         return Outcome(work, "error", expected=reply[1], message=reply[2], detail=reply[3],
-                       path=reply[4] if len(reply) > 4 else None, worker=worker)
+                       path=reply[4] if len(reply) > 4 else None, stops_stage=len(reply) > 5 and reply[5],
+                       worker=worker)
     return Outcome(work, "load_failed", expected=False, message=reply[1], detail=reply[2], worker=worker)
