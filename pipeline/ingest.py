@@ -53,7 +53,7 @@ def add_videos(db, paths: Iterable[str | Path], on_line: Callable[[str], None] |
         try:
             if isinstance(item, str):  # a URL
                 if download_dir is None:
-                    raise sources.SourceError(f"{item}: URLs need a project to download into")
+                    raise sources.SourceError(f"{sources.public_url(item)}: URLs need a project to download into")
                 got = sources.download(item, download_dir, on_progress)
                 path, prov = got.path.resolve(), got.provenance
             else:
@@ -69,7 +69,7 @@ def add_videos(db, paths: Iterable[str | Path], on_line: Callable[[str], None] |
             sha = sha256_file(path)
         except (MediaError, sources.SourceError) as e:
             msg = str(e)
-            where = item if isinstance(item, str) else str(path)
+            where = (sources.public_url(item) or item) if isinstance(item, str) else str(path)
             store.record_error(db, "add", msg, path=where)
             report.failed.append((where if isinstance(item, str) else path, msg))
             say(f"error: {msg}")

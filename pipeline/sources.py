@@ -41,12 +41,27 @@ def _text(value) -> str | None:
     return s or None
 
 
+def public_url(url) -> str | None:
+    """The URL without a user:password part (credentials never reach project.db or an export)."""
+    s = _text(url)
+    if s is None:
+        return None
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(s)
+    if parts.username is None and parts.password is None:
+        return s
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def provenance(info: dict, info_path: str | None = None) -> dict:
     """The source_* column values from a yt-dlp info dict (missing facts are None)."""
     extractor = info.get("extractor_key") or info.get("extractor")
     vid = info.get("id")
     return {
-        "source_url": _text(info.get("webpage_url") or info.get("original_url") or info.get("url")),
+        "source_url": public_url(info.get("webpage_url") or info.get("original_url") or info.get("url")),
         "source_id": f"{str(extractor).lower()}:{vid}" if extractor and vid else None,
         "source_title": _text(info.get("title") or info.get("fulltitle")),
         "source_uploader": _text(info.get("uploader") or info.get("channel") or info.get("uploader_id")),
@@ -132,15 +147,16 @@ def download(url: str, dest: Path, progress: DownloadProgress | None = None) -> 
         with yt_dlp.YoutubeDL(opts) as ydl:
             info = ydl.extract_info(url, download=True)
             if info is None:
-                raise SourceError(f"{url}: yt-dlp found nothing to download; check the URL")
+                raise SourceError(f"{public_url(url)}: yt-dlp found nothing to download; check the URL")
             info = ydl.sanitize_info(info)
             reqs = info.get("requested_downloads") or [{}]
             path = Path(reqs[0].get("filepath") or ydl.prepare_filename(info))
     except SourceError:
         raise
     except Exception as e:  # yt-dlp's DownloadError and friends
-        reason = _short(log.last_error or str(e)) or type(e).__name__
-        raise SourceError(f"{url}: download failed ({reason}); check the URL and the network, "
+        shown = public_url(url) or url
+        reason = (_short(log.last_error or str(e)) or type(e).__name__).replace(url, shown)
+        raise SourceError(f"{shown}: download failed ({reason}); check the URL and the network, "
                           "then run the same `mikupal add` again to resume") from None
     info_path = path.with_name(path.stem + ".info.json")
     if not info_path.is_file():  # yt-dlp skips writing it when the video was already there

@@ -331,6 +331,7 @@ def test_elan_files_parse_and_point_at_their_audio(proj, clips, built, tmp_path)
 
 def test_lhotse_manifests_load_with_lhotse_and_match_the_segments(proj, clips, built, tmp_path):
     from lhotse import CutSet, RecordingSet, SupervisionSet
+    from lhotse.qa import validate, validate_recordings_and_supervisions
 
     out = tmp_path / "ds"
     export_dataset(proj, out, "lhotse", ExportFilters(), splits=[0.5, 0.25, 0.25])
@@ -341,6 +342,8 @@ def test_lhotse_manifests_load_with_lhotse_and_match_the_segments(proj, clips, b
         sups = SupervisionSet.from_file(out / f"supervisions_{split}.jsonl.gz")
         cuts = CutSet.from_file(out / f"cuts_{split}.jsonl.gz").with_recording_path_prefix(str(out))
         assert len(recs) == len(sups) == len(cuts)
+        validate_recordings_and_supervisions(recs, sups)  # lhotse's own consistency checks
+        validate(cuts)
         assert {s.custom["source_video"] for s in sups} == {sha for sha, sp in expected.items() if sp == split}
         for cut in cuts:
             [sup] = cut.supervisions

@@ -155,3 +155,17 @@ def test_a_sidecar_info_json_beside_a_local_file_gives_its_provenance(tmp_path):
             ep["source_license"]) == ("https://www.youtube.com/watch?v=abc123", "youtube:abc123", "Episode 1: the pilot",
                                       "Some Channel", "2024-01-31", "Creative Commons Attribution license (reuse allowed)")
     assert rows["plain.mkv"]["source_url"] is None and rows["plain.mkv"]["source_info_json"] is None
+
+
+def test_credentials_in_a_url_never_reach_the_database_or_the_messages(tmp_path, server, video_bytes):
+    srv, base = server
+    proj = Project.create(tmp_path / "proj")
+    host = base.split("://", 1)[1]
+    good, bad = f"http://someone:s3cret-token@{host}/media/talk.mkv", f"http://someone:s3cret-token@{host}/media/gone.mkv"
+    r = _cli("add", proj.root, good, bad)
+    assert r.exit_code == 2 and "1 added" in r.output
+    assert "s3cret" not in r.output
+    [v] = _videos(proj)
+    assert v["source_url"] == f"{base}/media/talk.mkv"
+    dump = "\n".join(proj.db().conn.iterdump())
+    assert "s3cret" not in dump
