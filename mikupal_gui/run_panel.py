@@ -157,6 +157,11 @@ class RunPanel(QWidget):
         form.addRow("Backend", self.backend)
         form.addRow("Model", self.model)
         form.addRow("Runs per segment", self.runs)
+        self.batch = QCheckBox("Gemini Batch API: half price, answers within 24 h")
+        self.batch.setToolTip("Same as mikupal run --batch: jobs are recorded in project.db, "
+                              "a stopped run resumes them and never pays twice")
+        self.batch.toggled.connect(lambda _on: self.update_estimate())
+        form.addRow("", self.batch)
         form.addRow("Devices", self.devices)
         form.addRow(self.key_hint)
         root.addWidget(opts)
@@ -170,6 +175,9 @@ class RunPanel(QWidget):
         self.cancel_btn.clicked.connect(self.cancel)
         buttons.addWidget(self.start_btn)
         buttons.addWidget(self.cancel_btn)
+        self.estimate = QLabel("")  # what the emotion stage would cost (mikupal estimate)
+        self.estimate.setToolTip("mikupal estimate: pending answers priced with the shipped price table")
+        buttons.addWidget(self.estimate)
         buttons.addStretch(1)
         root.addLayout(buttons)
 
@@ -234,9 +242,30 @@ class RunPanel(QWidget):
         self._backend_changed(self.backend.currentText())
         self.model.setCurrentText(str(emo.get("model", "")))
         self.runs.setValue(int(emo.get("runs", 1) or 1))
+        self.batch.setChecked(bool(emo.get("batch", False)))
         devices = cfg.get("runner", {}).get("devices", "auto")
         self.devices.setText(",".join(devices) if isinstance(devices, list) else str(devices))
         self.load_errors()
+        self.update_estimate()
+
+    def update_estimate(self) -> None:
+        """The emotion stage's cost at the chosen model, runs and batch choice, next to Start."""
+        self.estimate.setText("")
+        if self.project_root is None or self.backend.currentText() != "gemini":
+            return
+        try:
+            from mikupal.emotion.estimate import estimate_project
+            from mikupal.project import Project
+
+            over = [f"emotion.runs={self.runs.value()}"] + (["emotion.batch=true"] if self.batch.isChecked() else [])
+            if self.model.currentText().strip():
+                over.append(f'emotion.model="{self.model.currentText().strip()}"')
+            est = estimate_project(Project.open(self.project_root, over))
+        except Exception:  # noqa: BLE001 - an estimate is a hint; the run reports real problems
+            return
+        if est.items:
+            cost = "cost unknown (no price)" if est.usd is None else f"≈ ${est.usd:.2f}" if est.usd >= 1 else f"≈ ${est.usd:.4f}"
+            self.estimate.setText(f"Emotion: {est.items} answers, {cost}{' (batch)' if est.batch else ''}")
 
     def load_errors(self, limit: int = 500) -> None:
         if self.project_root is None:
@@ -292,6 +321,7 @@ class RunPanel(QWidget):
             runs=self.runs.value(),
             workers=workers,
             devices=self.devices.text().strip() or None,
+            extra_overrides=["emotion.batch=true"] if self.batch.isChecked() and self.backend.currentText() == "gemini" else [],
         )
 
     def is_running(self) -> bool:

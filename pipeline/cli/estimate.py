@@ -10,6 +10,10 @@ import typer
 from .common import fail, open_project
 
 
+def _usd(v: float) -> str:
+    return f"${v:,.2f}" if v >= 1 else f"${v:.4f}"
+
+
 def estimate_command(
     project: Path = typer.Argument(..., help="Project folder."),
     model: Optional[str] = typer.Option(None, "--model", help="Emotion model name (default: the project's)."),
@@ -42,6 +46,6 @@ def estimate_command(
     else:
         rate = "Batch API rate" if est.batch else "interactive rate"
         hour = f", ${est.usd_per_hour:.2f} per hour of speech" if est.usd_per_hour is not None else ""
-        other = (f"; interactive ${est.usd_interactive:.2f}" if est.batch else f"; with --batch ${est.usd_batch:.2f}")
-        typer.echo(f"cost: ${est.usd:.2f} at the {rate}{hour}{other} (prices of {est.prices_as_of})")
+        other = f"; interactive {_usd(est.usd_interactive)}" if est.batch else f"; with --batch {_usd(est.usd_batch)}"
+        typer.echo(f"cost: {_usd(est.usd)} at the {rate}{hour}{other} (prices of {est.prices_as_of})")
     typer.echo("assumes: " + "; ".join(est.assumptions))
