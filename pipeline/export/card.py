@@ -12,7 +12,8 @@ from .formats import dumps
 HOW_TO_LOAD = {
     "jsonl": "Read `manifest.jsonl` (one JSON object per clip; `audio` is relative to this folder).",
     "hf": "```python\nimport datasets\nds = datasets.load_dataset(\"audiofolder\", data_dir=\"PATH/TO/THIS/FOLDER\")\n```\n"
-          "Each split folder holds its WAVs and `metadata.parquet` (typed columns, so every split loads alike); "
+          "Each split folder holds its WAVs and `metadata.parquet` (typed columns, so every split loads alike; "
+          "datasets 3.4 or newer reads it); "
           "`audio` is the decoded audio column.",
     "webdataset": "Tar shards `<split>-NNNNNN.tar`; each sample is `KEY.wav` + `KEY.json` (the record), e.g. "
                   "`webdataset.WebDataset(\"train-{000000..000009}.tar\")`.",
