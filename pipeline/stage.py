@@ -110,6 +110,13 @@ class Stage:
                 out.append(vid)
         return out
 
+    def pending_segments(self, db, video_id: int, segment_ids: list[int]) -> list:
+        """Segment scope: the pending items of these segments (the runner streams a segment
+        that finished the stage before; override when the whole video's pending() is slow)."""
+        want = set(segment_ids)
+        return [it for it in self.pending(db, [video_id])
+                if (it[0] if isinstance(it, (list, tuple)) else it) in want]
+
     def prepare(self, db, item_id: int) -> dict[str, Any]:
         raise NotImplementedError
 

@@ -391,3 +391,92 @@ def test_a_stage_that_cannot_go_on_stops_and_leaves_the_rest_pending(project):
     again = Runner(project, [SplitStage, LabelStage]).run()
     assert again.ok and again.stages["label"].ok == total - 2
     assert len(_annotation_counts(db)) == total
+
+
+def test_segments_stream_between_segment_stages(project):
+    # split (video) -> label (segment) -> tag (segment): a segment that finished `label` goes
+    # to `tag` while its video's later segments are still in `label`. The last label item
+    # waits until `tag` has worked on an earlier segment; without streaming it would time out.
+    import json as _json
+
+    from mikupal.stage import StageError
+
+    tagged = threading.Event()
+
+    class FirstLabel(LabelStage):
+        runs = 1
+
+        def process(self, task):
+            last = db.conn.execute("SELECT MAX(id) FROM segments").fetchone()[0]
+            if task["segment_id"] == last and not tagged.wait(timeout=60):
+                raise StageError("tag never started before label finished the video")
+            return super().process(task)
+
+    class Tag(LabelStage):
+        name = "tag"
+        requires = ("label",)
+        runs = 1
+
+        def pending(self, db, video_ids=None):
+            return [(sid, 0) for (sid,) in db.conn.execute(
+                "SELECT a.segment_id FROM annotations a WHERE a.backend='test' AND a.segment_id NOT IN"
+                " (SELECT segment_id FROM annotations WHERE backend='tag') ORDER BY 1")]
+
+        def process(self, task):
+            tagged.set()
+            return {"primary": "Interest", "digest": "t"}
+
+        def commit(self, db, task, result):
+            db.conn.execute(
+                "INSERT INTO annotations (segment_id, backend, model, prompt_sha, run_index, label_set,"
+                " primary_emotion, intensities_json, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (task["segment_id"], "tag", "m", "p", 0, "t", "Interest", _json.dumps({}), store.now()))
+
+    db = project.db()
+    add_fake_videos(db, 1)
+    summary = Runner(project, [SplitStage, FirstLabel, Tag]).run()
+    assert summary.ok, [(s.name, s.ok, s.failed) for s in summary.stages.values()]
+    assert summary.stages["label"].ok == 4 and summary.stages["tag"].ok == 4
+    # Each segment went to `tag` exactly once although it was offered early and again at the end.
+    assert db.conn.execute("SELECT COUNT(*) FROM annotations WHERE backend='tag'").fetchone()[0] == 4
+
+
+def test_a_failed_segment_does_not_stream_on(project):
+    # The segment that fails `label` never reaches `tag`; the others do.
+    from mikupal.stage import StageError
+
+    seen = []
+
+    class Picky(LabelStage):
+        runs = 1
+
+        def process(self, task):
+            if task["segment_id"] == first:
+                raise StageError(f"segment {first}: unreadable; fix it and rerun")
+            return super().process(task)
+
+    class Tag(LabelStage):
+        name = "tag"
+        requires = ("label",)
+        runs = 1
+
+        def pending(self, db, video_ids=None):
+            return [(sid, 0) for (sid,) in db.conn.execute(
+                "SELECT segment_id FROM annotations WHERE backend='test' ORDER BY 1")
+                    if (sid, 0) not in {tuple(x) for x in seen}]
+
+        def process(self, task):
+            seen.append((task["segment_id"], 0))
+            return {}
+
+        def commit(self, db, task, result):
+            return None
+
+    db = project.db()
+    add_fake_videos(db, 1)
+    Runner(project, [SplitStage]).run()
+    first = db.conn.execute("SELECT MIN(id) FROM segments").fetchone()[0]
+    summary = Runner(project, [SplitStage, Picky, Tag]).run()
+    assert summary.stages["label"].failed == 1 and summary.stages["label"].ok == 3
+    assert sorted(s for s, _ in seen) == sorted(
+        r[0] for r in db.conn.execute("SELECT id FROM segments WHERE id != ?", (first,)))

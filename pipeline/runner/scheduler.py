@@ -6,7 +6,9 @@
 - Executors (local threads and event loops, or Ray actors) only call `load()` once and
   `process`/`process_async` per item.
 - Videos stream: when a video finishes stage i it is offered to stage i+1 at once, so model
-  stages and LLM calls overlap. Between two stages at most `[runner] queue_size` prepared
+  stages and LLM calls overlap. Between two segment-scope stages, segments stream: a segment
+  that finishes stage i goes to stage i+1 while the rest of its video is still in stage i,
+  so the first labels of a long video arrive early. Between two stages at most `[runner] queue_size` prepared
   tasks wait (back-pressure: memory stays bounded however many videos there are).
 - A failing item becomes one `errors` row (and a `failed` stage_state for video stages);
   that video goes no further this run, every other item goes on.
@@ -161,8 +163,9 @@ class Runner:
     # ---- the loop -------------------------------------------------------------------
     def _loop(self) -> None:
         self.backlog: dict[str, collections.deque] = {n: collections.deque() for n in self.order}
-        # (video_id, stage) -> [items outstanding, any failed]
+        # (video_id, stage) -> [items outstanding, any failed, still fed by the stage before]
         self.open: dict[tuple[int, str], list] = {}
+        self.offered: dict[tuple[int, str], set] = collections.defaultdict(set)  # items given out this run
         self.open_count: collections.Counter = collections.Counter()  # stage -> videos open in it
         self.dead: dict[str, str] = {}  # stage -> load failure message
         self.stopped: dict[str, str] = {}  # stage -> why it cannot go on this run (items stay pending)
@@ -209,19 +212,62 @@ class Runner:
                 self._skip(vid, name, missing)
                 return
             try:
-                items = list(stage.pending(self.db, [vid]))
+                items = [it for it in stage.pending(self.db, [vid]) if _key(it) not in self.offered[(vid, name)]]
             except Exception as e:  # noqa: BLE001 - a stage's driver code failing on one video
                 self._fail_driver(vid, name, None, e, "pending")
+                return
+            entry = self.open.get((vid, name))
+            if entry is not None:  # segments streamed in earlier are still out: add the rest, wait
+                entry[2] = False
+                self._offer(vid, name, items)
+                self._maybe_close(vid, name)
                 return
             if not items:
                 continue
             if name in self.dead:
                 self._fail_dead(vid, name, items)
                 return
-            self._open(vid, name, len(items))
-            self.stats[name].total += len(items)
-            self.backlog[name].extend((vid, it) for it in items)
+            self._open(vid, name, 0)
+            self._offer(vid, name, items)
             return
+
+    def _offer(self, vid: int, name: str, items: list) -> None:
+        self.open[(vid, name)][0] += len(items)
+        self.stats[name].total += len(items)
+        self.offered[(vid, name)].update(_key(it) for it in items)
+        self.backlog[name].extend((vid, it) for it in items)
+
+    def _streams_into(self, name: str) -> str | None:
+        """The next stage when both work per segment (a finished segment moves on alone)."""
+        i = self.order.index(name)
+        if i + 1 >= len(self.order):
+            return None
+        nxt = self.order[i + 1]
+        if self.classes[name].scope == "segment" and self.classes[nxt].scope == "segment":
+            return nxt
+        return None
+
+    def _stream(self, vid: int, name: str, item: Any) -> None:
+        nxt = self._streams_into(name)
+        seg = self._segment_id(name, item)
+        if nxt is None or seg is None or nxt in self.dead or nxt in self.stopped or self.cancelled:
+            return  # the video-level advance deals with it when the whole video is through
+        stage = self.drivers[nxt]
+        if any(d not in self.classes and (store.get_stage_state(self.db, vid, d) or {}).get("status") != "done"
+               for d in stage.requires):
+            return
+        try:
+            items = [it for it in stage.pending_segments(self.db, vid, [seg])
+                     if _key(it) not in self.offered[(vid, nxt)]]
+        except Exception:  # noqa: BLE001 - the video-level advance will report it
+            self.logger.exception("[%s] pending for segment %s failed", nxt, seg)
+            return
+        if not items:
+            return
+        if (vid, nxt) not in self.open:
+            self._open(vid, nxt, 0)
+            self.open[(vid, nxt)][2] = True
+        self._offer(vid, nxt, items)
 
     def _dispatch(self) -> None:
         # Downstream first: finishing videos frees memory and shows results sooner.
@@ -266,7 +312,7 @@ class Runner:
                                      detail, expected=expected)
                 return
             self.stats[w.stage].ok += 1
-            self._item_done(w.video_id, w.stage, ok=True, forward=forward)
+            self._item_done(w.video_id, w.stage, ok=True, forward=forward, item=w.item)
             return
         if oc.stops_stage:
             self._stop_stage(oc)
@@ -274,22 +320,37 @@ class Runner:
         self._record_failure(w.video_id, w.stage, w.item, oc.message, oc.detail, expected=oc.expected, path=oc.path)
 
     def _open(self, vid: int, name: str, n_items: int) -> None:
-        self.open[(vid, name)] = [n_items, False]
+        self.open[(vid, name)] = [n_items, False, False]
         self.open_count[name] += 1
 
-    def _item_done(self, vid: int, name: str, ok: bool, forward: bool = True) -> None:
-        key = (vid, name)
-        entry = self.open.get(key)
+    def _item_done(self, vid: int, name: str, ok: bool, forward: bool = True, item: Any = None) -> None:
+        entry = self.open.get((vid, name))
         if entry is None:
             return
         entry[0] -= 1
         entry[1] = entry[1] or not ok
-        if entry[0] <= 0:
-            del self.open[key]
-            self.open_count[name] -= 1
-            # A video that failed a stage goes no further this run.
-            if not entry[1] and forward and not self.cancelled:
-                self._advance(vid, self.order.index(name) + 1)
+        if ok and forward and item is not None:
+            self._stream(vid, name, item)
+        self._maybe_close(vid, name, forward)
+
+    def _maybe_close(self, vid: int, name: str, forward: bool = True) -> None:
+        """Close (video, stage) once nothing of it is out and nothing more can stream in."""
+        entry = self.open.get((vid, name))
+        if entry is None or entry[0] > 0 or entry[2]:
+            return
+        del self.open[(vid, name)]
+        self.open_count[name] -= 1
+        nxt = self._streams_into(name)
+        if nxt is not None and (vid, nxt) in self.open:  # segments already moved on: no more will
+            down = self.open[(vid, nxt)]
+            down[1] = down[1] or entry[1]
+            if entry[1] or not forward or self.cancelled:
+                down[2] = False
+                self._maybe_close(vid, nxt, forward)
+                return
+        # A video that failed a stage goes no further this run.
+        if not entry[1] and forward and not self.cancelled:
+            self._advance(vid, self.order.index(name) + 1)
 
     # ---- failures -------------------------------------------------------------------
     def _label(self, vid: int | None, name: str, item: Any) -> str:
@@ -399,3 +460,8 @@ class Runner:
                 if not self.cancelled:
                     return
             self.progress.stage_finished(name)
+
+
+def _key(item: Any) -> Any:
+    """A pending item as a set member (JSON may have turned a tuple into a list)."""
+    return tuple(item) if isinstance(item, list) else item
