@@ -324,7 +324,9 @@ class Player(QWidget):
         self._av: AvFrames | None = None
         inst, why = vlc_instance()
         self.vlc: VlcFrames | None = VlcFrames(inst, self) if inst is not None else None
+        self._vlc_all = self.vlc  # self.vlc is None for files VLC cannot time (MPEG-TS)
         self.backend = "vlc" if self.vlc else "av"
+        self._why = why
         self.view.set_message(why)
         if self.vlc:
             self.vlc.frameReady.connect(self._vlc_frame, Qt.QueuedConnection)
@@ -359,6 +361,7 @@ class Player(QWidget):
             except (MediaError, OSError) as e:
                 self.view.set_message(str(e) if isinstance(e, MediaError) else f"{path}: video cannot be decoded; check the file")
             self.path = path
+            self._choose_backend()
             if self.vlc:
                 self.vlc.path = None  # reopen on next play
         if self._av:
@@ -369,6 +372,21 @@ class Player(QWidget):
             self._show_rgb(first[0], first[1])
         else:
             self.seek(self.window[0])
+
+    def _choose_backend(self) -> None:
+        """VLC times MPEG-TS from its first PCR and seeks it by byte estimates, so its
+        pictures cannot be matched to the analysis clock: such files play their exact
+        PyAV frames, without sound, and the player says so."""
+        ts = self._av is not None and self._av.reader.container.format.name == "mpegts"
+        if self._vlc_all is not None:
+            if ts and self.vlc is not None:
+                self.vlc.mp.stop()
+            self.vlc = None if ts else self._vlc_all
+        self.backend = "vlc" if self.vlc else "av"
+        if ts and self._vlc_all is not None:
+            self.view.set_message("MPEG-TS plays without sound here; remux for sound: ffmpeg -i IN.ts -c copy OUT.mp4")
+        elif self._av is not None:
+            self.view.set_message(self._why)
 
     def _show_rgb(self, rgb: np.ndarray, t: float) -> None:
         self.view.set_frame(to_qimage(rgb), t)
@@ -602,9 +620,9 @@ class Player(QWidget):
     def shutdown(self) -> None:
         self._tick.stop()
         self.playing = False
-        if self.vlc:
-            self.vlc.release()
-            self.vlc = None
+        if self._vlc_all:
+            self._vlc_all.release()
+            self.vlc = self._vlc_all = None
         if self._av:
             self._av.close()
             self._av = None

@@ -305,3 +305,30 @@ def test_parallel_cuts_of_one_segment_share_one_clip(torture, tmp_path):
     assert not errs, errs
     assert len({g.sha for g in got}) == 1 and Path(got[0].path).is_file()
     assert not list((tmp_path / "clips").rglob("*.part*"))
+
+
+@pytest.mark.gui
+def test_player_plays_mpeg_ts_on_the_analysis_clock(torture, qtbot, monkeypatch):
+    """VLC times MPEG-TS from its PCR (not the clock the stages use): the player shows the
+    exact frames for such a file and says why; other files keep VLC when it is there."""
+    monkeypatch.setenv("MIKUPAL_AUDIO", "none")
+    monkeypatch.delenv("MIKUPAL_PLAYER", raising=False)
+    from mikupal_gui.player import Player
+
+    cs = torture["cases"]
+    p = Player()
+    qtbot.addWidget(p)
+    try:
+        p.load(str(cs["offset.ts"].path), (320, 240), 25.0, SEG, [], None)
+        assert p.backend == "av" and p.vlc is None
+        p.seek(1.5)
+        img = p.view.image.convertToFormat(p.view.image.Format.Format_RGB888)
+        w, h = img.width(), img.height()
+        arr = np.frombuffer(img.constBits(), np.uint8, count=img.bytesPerLine() * h).reshape(h, -1)[:, : w * 3]
+        assert read_code(arr.reshape(h, w, 3)) in cs["offset.ts"].expected_codes(1.5)
+        if p._vlc_all is not None:  # libVLC installed
+            assert "MPEG-TS" in p.view.message and "ffmpeg" in p.view.message
+            p.load(str(cs["rot90.mp4"].path), (320, 240), 25.0, SEG, [], None)
+            assert p.backend == "vlc" and "MPEG-TS" not in p.view.message
+    finally:
+        p.shutdown()
