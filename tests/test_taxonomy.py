@@ -130,5 +130,9 @@ def test_unknown_name_lists_choices(tmp_path):
 @pytest.mark.parametrize("name", ["cowen26", "meld7", "iemocap4", "iemocap9", "ekman6"])
 def test_builtin_sets_place_every_category_in_the_circumplex(name):
     ls = load_label_set(name)
-    assert all(c.va is not None for c in ls.categories)
+    assert all(-1 <= c.va[0] <= 1 and 0 <= c.va[1] <= 1 for c in ls.categories), [(c.name, c.va) for c in ls.categories]
+    # Russell's circumplex: anger and sadness are unpleasant, joy pleasant; anger is the more aroused
+    va = {c.name.lower()[:3]: c.va for c in ls.categories}
+    joy = va.get("joy", va.get("hap"))
+    assert va["ang"][0] < 0 and va["sad"][0] < 0 < joy[0] and va["ang"][1] > va["sad"][1]
     assert len({c.va for c in ls.categories}) == len(ls.names), "two categories at one point cannot be told apart"
