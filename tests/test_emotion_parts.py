@@ -195,3 +195,56 @@ def test_audio_only_source_gives_a_wav_clip(tmp_path, demo_clip):
     assert clip.path.endswith(".wav") and clip.mime_type == "audio/wav" and not clip.has_video
     x = read_audio(clip.path)
     assert abs(len(x) / AUDIO_RATE - 1.0) < 0.01 and 0.25 < np.abs(x).max() < 0.35
+
+
+def test_rpc_error_body_parsing():
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    from gemini_server import DAILY_QUOTA, MINUTE_QUOTA, rate_limit_body
+
+    from mikupal.emotion.ratelimit import is_daily, parse_duration, rpc_wait_and_quota
+
+    assert rpc_wait_and_quota(rate_limit_body(MINUTE_QUOTA, 29)) == (29.0, [MINUTE_QUOTA])
+    assert rpc_wait_and_quota(rate_limit_body(DAILY_QUOTA, None)) == (None, [DAILY_QUOTA])
+    assert rpc_wait_and_quota({"error": {"code": 429}}) == (None, []) and rpc_wait_and_quota("junk") == (None, [])
+    assert parse_duration("1.5s") == 1.5 and parse_duration({"seconds": 2, "nanos": 500000000}) == 2.5
+    assert is_daily(DAILY_QUOTA) and is_daily("generate_requests_per_day") and not is_daily(MINUTE_QUOTA)
+
+
+def test_when_to_retry_names_the_time():
+    from mikupal.emotion.ratelimit import when_to_retry
+
+    # 2026-12-01 12:00 UTC; +90 min
+    assert when_to_retry(5400, now=1796126400.0) == "try again after 2026-12-01 13:30 UTC (in 1 h 30 min)"
+    # No hint: midnight US Pacific (PST = UTC-8) -> 08:00 UTC the next day
+    assert when_to_retry(None, now=1796126400.0).startswith("try again after 2026-12-02 08:00 UTC (in 20 h 0 min)")
+
+
+def test_adaptive_concurrency_halves_on_rate_limits_and_grows_back():
+    from mikupal.emotion.ratelimit import AdaptiveConcurrency, QuotaExhausted
+
+    async def run():
+        gate = AdaptiveConcurrency(8)
+        gate.throttled()
+        gate.throttled()
+        assert gate.limit == 2
+        for _ in range(2):
+            await gate.succeeded()
+        assert gate.limit == 3  # after `limit` successes in a row, one more
+        for _ in range(3):
+            await gate.succeeded()
+        assert gate.limit == 4
+        gate.throttled()
+        assert gate.limit == 2
+        held = [await gate.__aenter__() for _ in range(2)]
+        waiter = asyncio.ensure_future(gate.__aenter__())
+        await asyncio.sleep(0.01)
+        assert not waiter.done() and gate.in_flight == 2  # the limit holds
+        await gate.stop(QuotaExhausted("X-PerDay", None))
+        with pytest.raises(QuotaExhausted):
+            await waiter  # a waiting request does not start after a daily quota
+        for g_ in held:
+            await g_.__aexit__(None, None, None)
+        assert gate.in_flight == 0
+
+    asyncio.run(run())
