@@ -332,3 +332,34 @@ def test_player_plays_mpeg_ts_on_the_analysis_clock(torture, qtbot, monkeypatch)
             assert p.backend == "vlc" and "MPEG-TS" not in p.view.message
     finally:
         p.shutdown()
+
+
+def test_a_tilted_display_matrix_is_refused_in_one_line(tmp_path):
+    """A picture turned by 45 degrees has no upright version to analyse: `add` says so."""
+    import av
+
+    from mikupal import store
+    from mikupal.ingest import add_videos
+
+    path = tmp_path / "tilted.mp4"
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=FPS)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        vs.set_display_rotation(45)
+        a = out.add_stream("aac", rate=RATE)
+        for i in range(10):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 20, np.uint8), format="rgb24")
+            f.pts = i
+            for p in vs.encode(f):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+        af = av.AudioFrame.from_ndarray(np.zeros((1, RATE // 2), np.float32), format="fltp", layout="mono")
+        af.sample_rate, af.pts = RATE, 0
+        for p in [*a.encode(af), *a.encode(None)]:
+            out.mux(p)
+    db = store.connect(tmp_path / "p.db")
+    rep = add_videos(db, [path])
+    assert not rep.added and len(rep.failed) == 1
+    msg = rep.failed[0][1]
+    assert "tilted.mp4" in msg and "45 degrees" in msg and "ffmpeg" in msg and "\n" not in msg

@@ -191,10 +191,20 @@ def first_frame_rotation(container, stream) -> int:
     display matrix (ffmpeg attaches the stream's matrix to every decoded frame)."""
     try:
         for frame in container.decode(stream):
-            return int(round((frame.rotation or 0) / 90.0)) % 4 * 90
+            return quarter_turns(float(frame.rotation or 0), container.name)
     except (av.error.FFmpegError, ValueError):
         return 0
     return 0
+
+
+def quarter_turns(degrees: float, path: str | Path = "") -> int:
+    """A display rotation as 0/90/180/270; MediaError for angles in between (no upright
+    picture exists to analyse, and boxes could not be stored in displayed pixels)."""
+    q = int(round(degrees / 90.0))
+    if abs(degrees - 90.0 * q) > 1.0:
+        raise MediaError(f"{path}: its display matrix turns the picture by {degrees:.0f} degrees, not a multiple of "
+                         "90; re-encode it upright with ffmpeg (ffmpeg -i IN -c:a copy OUT.mp4 applies the rotation)")
+    return q % 4 * 90
 
 
 def display_size(coded_w: int, coded_h: int, sar, rotation: int) -> tuple[int, int]:
