@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from emotion_fixtures import (annotations, env_for_gemini, errors, paid, project_with_segments,  # noqa: E402
-                              run_emotion, run_emotion_batch, set_cfg)
+from emotion_fixtures import (annotations, assert_no_key, env_for_gemini, errors, paid,  # noqa: E402
+                              project_with_segments, run_emotion, run_emotion_batch, set_cfg)
 from gemini_server import GeminiServer, Reply, g  # noqa: E402
 
 from mikupal import store  # noqa: E402
@@ -53,7 +53,7 @@ def jobs(db) -> list[dict]:
 
 
 def test_inline_job_answers_every_item_at_half_price_with_clips_uploaded_once(bproject, server):
-    set_cfg(bproject, emotion__runs=2)
+    set_cfg(bproject, emotion__runs=2, emotion__concurrency=4)  # uploads in parallel, each clip once
     server.thoughts, server.cached = 100, 50
     stage, db, failures, drv = run_emotion_batch(bproject)
     rows = annotations(db)
@@ -78,6 +78,7 @@ def test_inline_job_answers_every_item_at_half_price_with_clips_uploaded_once(bp
         full = ((u.prompt["text"] - 50) * 0.30 + 50 * 0.03 + u.prompt["video"] * 0.30 + u.prompt["audio"] * 1.00
                 + (u.candidates + 100) * 2.50) / 1e6  # hand-computed interactive price
         assert r["cost_usd"] == pytest.approx(full / 2) and price.batch_factor == 0.5
+    assert_no_key(bproject)
     # Another run index later: the clips are still in the Files API, nothing is uploaded again.
     set_cfg(bproject, emotion__runs=3)
     run_emotion_batch(bproject)
@@ -96,6 +97,8 @@ def test_large_job_goes_as_an_uploaded_jsonl_file(bproject, server):
     assert [x["key"] for x in lines] == [f"s{s}-r0-a0" for s in bproject.seg_ids[:3]]
     assert all("generationConfig" in x["request"] and "systemInstruction" in x["request"] for x in lines)
     assert any(":download" in r["path"] for r in server.requests)  # results read from the responses file
+    assert list((Path(bproject.root) / "cache" / "emotion" / "batches").glob("*.jsonl"))
+    assert_no_key(bproject)  # not in the JSONL, the job rows or the answers
 
 
 def test_per_request_failures_are_sent_again_and_answers_validated_like_interactive(bproject, server):

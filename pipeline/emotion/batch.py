@@ -95,6 +95,7 @@ class BatchDriver:
         self._current: dict[tuple[int, int], dict] = {}  # this run's fresh task per item
         self._next_poll = 0.0
         self._stopped: StageError | None = None
+        self._upload_locks: dict[str, asyncio.Lock] = {}
         self._handed: list[tuple[int, list[tuple[str, str]]]] = []  # (job id, [(key, state)]) handed out, not yet marked
         self.submitted_jobs = 0
 
@@ -180,6 +181,10 @@ class BatchDriver:
     # ---- sending --------------------------------------------------------------------
     async def _uploaded(self, clip) -> tuple[str, str]:
         """(uri, mime type) of the clip in the Files API, uploading it at most once per 47 h."""
+        async with self._upload_locks.setdefault(clip.sha, asyncio.Lock()):  # run indices share a clip
+            return await self._upload_once(clip)
+
+    async def _upload_once(self, clip) -> tuple[str, str]:
         row = self.db.conn.execute("SELECT uri, mime_type FROM uploaded_files WHERE sha=? AND expires_at > ?",
                                    (clip.sha, _iso(time.time() + FILE_MARGIN_S))).fetchone()
         if row:
@@ -211,11 +216,10 @@ class BatchDriver:
 
     async def _send_new(self, tasks: list[dict]) -> None:
         """Record one or more jobs for these tasks, then send them."""
-        built: list[tuple[dict, str, Any]] = []
-        for t in tasks:
+        async def build(t: dict):
             key = _key(t, int(t["attempt"]))
             try:
-                built.append((t, key, await self._request(t, key)))
+                return t, key, await self._request(t, key)
             except StageError as e:
                 self._ready.append((t, e))
             except StopStage as e:
@@ -223,6 +227,10 @@ class BatchDriver:
                 self._ready.append((t, self._stop_error(t)))
             except Exception as e:  # noqa: BLE001 - an upload that kept failing: this item only
                 self._ready.append((t, StageError(f"{t['item']}: uploading the clip failed: {scrub(str(e))[:300]}")))
+            return None
+
+        # Clips are cut and uploaded concurrently (the backend's gate keeps [emotion] concurrency).
+        built = [b for b in await asyncio.gather(*(build(t) for t in tasks)) if b is not None]
         for i in range(0, len(built), MAX_REQUESTS_PER_JOB):
             await self._create(built[i:i + MAX_REQUESTS_PER_JOB])
 
