@@ -398,3 +398,23 @@ def test_status_reports_the_real_spend_including_unusable_answers(gproject, serv
     st = project_status(gproject)
     assert st["cost_usd"] == pytest.approx(stored + wasted, abs=1e-6)
     assert st["spend"]["failed_answers_usd"] == pytest.approx(wasted, abs=1e-6)
+
+
+def test_daily_quota_through_the_runner(gproject, server):
+    from mikupal.runner import Runner
+
+    set_cfg(gproject, emotion__runs=7, emotion__concurrency=2)
+    server.daily_quota = 2
+    summary = Runner(gproject, "emotion").run()
+    db = gproject.db()
+    assert len(annotations(db)) == 2 and summary.status == "finished"
+    # Two answers; the requests in flight when the quota hit (at most the concurrency) got the 429;
+    # nothing was sent after that.
+    assert 3 <= len(gen_requests(server)) <= 2 + 2
+    msgs = {e["message"].split(": ", 1)[-1] for e in errors(db)}
+    (line,) = msgs  # ONE line for the stage, the other items skipped (left for a later run)
+    assert len(errors(db)) == 1 and DAILY_QUOTA in line and "try again after" in line and "later run" in line
+    assert summary.stages["emotion"].ok == 2 and summary.stages["emotion"].failed + summary.stages["emotion"].skipped == 19
+    server.daily_quota = None
+    Runner(gproject, "emotion").run()
+    assert len(annotations(gproject.db())) == 21

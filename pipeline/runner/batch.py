@@ -147,5 +147,5 @@ class BatchExecutor:
         if isinstance(res, dict):
             return Outcome(work, "ok", result=res, worker=f"{name}-batch")
         expected, msg, detail = describe_failure(res)
-        return Outcome(work, "error", expected=expected, message=msg, detail=detail,
-                       path=getattr(res, "path", None), worker=f"{name}-batch")
+        return Outcome(work, "error", expected=expected, message=msg, detail=detail, path=getattr(res, "path", None),
+                       stops_stage=bool(getattr(res, "stops_stage", False)), worker=f"{name}-batch")
