@@ -83,6 +83,11 @@ def test_inline_job_answers_every_item_at_half_price_with_clips_uploaded_once(bp
     set_cfg(bproject, emotion__runs=3)
     run_emotion_batch(bproject)
     assert len(annotations(db)) == 9 and uploads(server) == 3 and len(creates(server)) == 2
+    # The service lost the clips (another key, early expiry): the request fails, the clip goes up again.
+    server.files.clear()
+    set_cfg(bproject, emotion__runs=4)
+    _, _, failures2, _ = run_emotion_batch(bproject)
+    assert failures2 == [] and len(annotations(db)) == 12 and uploads(server) == 6 and len(creates(server)) == 4
 
 
 def test_large_job_goes_as_an_uploaded_jsonl_file(bproject, server):

@@ -362,6 +362,11 @@ class BatchDriver:
         if err is not None:
             code = err.get("code") if isinstance(err, dict) else None
             msg = scrub(str(err.get("message") if isinstance(err, dict) else err))[:300]
+            if code in (400, 403, 404) and "file" in msg.lower() and not task.get("reupload"):
+                # The service lost the uploaded clip (expired early, another key/project): upload it again.
+                clip = await self.stage.cut(task)
+                self._write("DELETE FROM uploaded_files WHERE sha=?", (clip.sha,))
+                return {"retry": dict(task, attempt=attempt + 1, reupload=True)}
             if (code is None or int(code) in RETRY_STATUS) and attempt < self.max_retries:
                 log.info("%s: batch request failed (%s %s); sending it again", task["item"], code, msg)
                 return {"retry": dict(task, attempt=attempt + 1)}
