@@ -294,6 +294,9 @@ def test_thinking_is_off_by_default_for_flash_and_left_to_pro(gproject, server):
     set_cfg(gproject, emotion__model="gemini-test-flash-2", emotion__thinking_budget=512)
     run_emotion(gproject)
     assert g(g(gen_requests(server)[-1]["json"]["generationConfig"], "thinkingConfig"), "thinkingBudget") == 512
+    set_cfg(gproject, emotion__model="gemini-2.0-flash", emotion__thinking_budget=0)  # the paper's model never thinks
+    run_emotion(gproject)
+    assert g(gen_requests(server)[-1]["json"]["generationConfig"], "thinkingConfig") is None
 
 
 def _stamped(server):
@@ -319,12 +322,13 @@ def test_retry_info_in_the_body_is_honoured(gproject, server):
     assert stamps[1] - stamps[0] >= 1.45  # our backoff would wait ~1 ms; RetryInfo asked for 1.5 s
 
 
-def test_per_minute_limit_slows_down_instead_of_failing(gproject, server):
+def test_per_minute_limit_slows_down_instead_of_failing(gproject, server, caplog):
     set_cfg(gproject, emotion__runs=4, emotion__concurrency=4, emotion__max_retries=8)
     server.script += [Reply(429, body=rate_limit_body(MINUTE_QUOTA, 0.05))] * 6
     stage, db, failures = run_emotion(gproject, in_flight=12)
     assert failures == [] and len(annotations(db)) == 12 and errors(db) == []
     assert len(gen_requests(server)) == 12 + 6
+    assert "requests in flight at most" in caplog.text  # the stage lowered its concurrency
 
 
 def test_daily_quota_stops_the_stage_with_one_line_and_a_later_run_finishes(gproject, server, caplog):

@@ -174,9 +174,7 @@ class BatchDriver:
             self._stopped = StageError(f"gemini batch: {scrub(e)}; a later run finishes the remaining items")
 
     def _stop_error(self, task: dict) -> StageError:
-        err = StageError(f"{task['item']}: {self._stopped}")
-        err.stops_stage = True
-        return err
+        return StageError(f"{task['item']}: {self._stopped}", stops_stage=True)
 
     # ---- sending --------------------------------------------------------------------
     async def _uploaded(self, clip) -> tuple[str, str]:

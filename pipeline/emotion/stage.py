@@ -52,14 +52,8 @@ BASELINE_MODEL = "baseline-v1"
 
 
 def stage_error(message: str, detail: str | None = None, path: str | None = None, *, stops_stage: bool = False) -> StageError:
-    """StageError(message, detail=, path=) as the stage contract defines it."""
-    try:
-        e = StageError(message, detail=detail, path=path)
-    except TypeError:  # the contract's StageError has not landed in pipeline/stage.py yet
-        e = StageError(message)
-        e.detail, e.path = detail, path
-    e.stops_stage = stops_stage
-    return e
+    """StageError(message, detail=, path=, stops_stage=) as the stage contract defines it."""
+    return StageError(message, detail=detail, path=path, stops_stage=stops_stage)
 
 
 def paid_detail(kind: str, answer: str, usage, cost_usd: float | None, *, batch: bool = False) -> str:

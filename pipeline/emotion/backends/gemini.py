@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,10 +93,14 @@ def classify(exc: BaseException) -> TransientError | None:
     return None
 
 
+_NO_THINKING = re.compile(r"gemini-(1\.|2\.0)")  # models without thinking reject a thinking config
+
+
 def thinking_config(model: str, budget: int) -> types.ThinkingConfig | None:
     """0 turns thinking off on Flash models; Pro models cannot turn it off, so they keep their
-    default (as with -1); N caps it."""
-    if budget < 0 or (budget == 0 and "flash" not in model.lower()):
+    default (as with -1); N caps it. Models that never think get no thinking config."""
+    m = model.lower()
+    if budget < 0 or _NO_THINKING.search(m) or (budget == 0 and "flash" not in m):
         return None
     return types.ThinkingConfig(thinking_budget=budget)
 
