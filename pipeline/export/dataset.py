@@ -67,14 +67,14 @@ class ExportResult:
 
 
 def _options(cfg: dict, *, audio, sample_rate, seed, splits, shard_size_mb, lab_template) -> ExportOptions:
-    ex = cfg.get("export", {})
+    ex = cfg["export"]  # every key is there (config.SPEC holds the defaults)
     opts = ExportOptions(
-        audio=audio or ex.get("audio", "vocals"),
-        sample_rate=int(sample_rate or ex.get("sample_rate", 24000)),
-        seed=int(ex.get("seed", 0) if seed is None else seed),
-        splits=normalise_splits(ex.get("splits", [0.8, 0.1, 0.1]) if splits is None else splits),
-        shard_size_mb=float(shard_size_mb or ex.get("shard_size_mb", 256.0)),
-        lab_template=lab_template or ex.get("lab_template", "{text}"),
+        audio=audio or ex["audio"],
+        sample_rate=int(sample_rate or ex["sample_rate"]),
+        seed=int(ex["seed"] if seed is None else seed),
+        splits=normalise_splits(ex["splits"] if splits is None else splits),
+        shard_size_mb=float(shard_size_mb or ex["shard_size_mb"]),
+        lab_template=lab_template or ex["lab_template"],
     )
     if opts.audio not in ("vocals", "mix"):
         raise ExportError(f"--audio {opts.audio!r}: choose vocals or mix")
