@@ -298,7 +298,7 @@ def build_report(project, include_map: bool = True) -> str:
     """The report for a Project, as one HTML string."""
     db = project.db()
     st = project_status(project, db)
-    name = project.config.get("project", {}).get("name") or project.root.name
+    name = project.config["project"]["name"] or project.root.name
     body = [
         f"<h1>MIKU-PAL report: {_e(name)}</h1>",
         f'<p class="muted">{_e(project.root)} · generated {_e(store.now())} · MIKU-PAL {_e(__version__)}</p>',

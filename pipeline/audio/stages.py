@@ -41,7 +41,7 @@ def audio_paths(project, sha256: str) -> dict[str, Path]:
 
 
 def audio_track(project) -> str:
-    return str(project.config.get("media", {}).get("audio_track", "default"))
+    return str(project.config["media"]["audio_track"])
 
 
 def ensure_audio(project, path: str, sha256: str, *, stereo44: bool = True) -> dict[str, str]:

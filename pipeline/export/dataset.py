@@ -197,7 +197,7 @@ def export_dataset(
                 raise ExportError("nothing to export: no clip's audio could be read (" + "; ".join(skipped[:3])
                                   + "); fix the sources or use --audio mix")
             card = readme(
-                title=proj.config.get("project", {}).get("name") or "MIKU-PAL emotional speech dataset",
+                title=proj.config["project"]["name"] or "MIKU-PAL emotional speech dataset",
                 fmt=fmt, records=written, filters=filters.as_dict(), options=opts.as_dict(),
                 annotation_sets=sel.annotation_sets, rationality=sel.rationality, skipped=skipped)
             (tmp / "README.md").write_text(card, encoding="utf-8", newline="\n")

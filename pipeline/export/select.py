@@ -96,8 +96,8 @@ def _choose_set(db, f: ExportFilters, cfg: dict) -> tuple[str, str, str]:
                           "see `mikupal status PROJECT` for the backends, models and label sets present")
     if len(sets) == 1:
         return sets[0]
-    emo = cfg.get("emotion", {})
-    preferred = [s for s in sets if s == (emo.get("backend"), emo.get("model"), emo.get("label_set"))]
+    emo = cfg["emotion"]
+    preferred = [s for s in sets if s == (emo["backend"], emo["model"], emo["label_set"])]
     if preferred:
         return preferred[0]
     listing = "; ".join("/".join(s) for s in sets)
@@ -135,7 +135,7 @@ def select(db, f: ExportFilters, cfg: dict) -> Selection:
 
     rationality = _rationality(clips, verdicts)
     steps: list[tuple[str, int]] = [(f"annotation set {backend}/{model}/{label_set} run {f.run_index}", len(clips))]
-    drop_statuses = set(cfg.get("segments", {}).get("drop_statuses", []))
+    drop_statuses = set(cfg["segments"]["drop_statuses"])
 
     def keep(name: str, pred) -> None:
         nonlocal clips
