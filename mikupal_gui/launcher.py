@@ -11,7 +11,13 @@ from typing import Optional
 
 def launch(project: Optional[Path]) -> int:
     from mikupal.cli.common import fail
+    from mikupal.project import DamagedProjectError, check_database
 
+    if project is not None:
+        try:
+            check_database(project)  # before Qt: one line on stderr, not a dialog
+        except DamagedProjectError as e:
+            raise fail(str(e))
     try:
         from .app import main as gui_main
     except ImportError as e:

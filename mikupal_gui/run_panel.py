@@ -1,7 +1,9 @@
-"""The run panel: choose stages and settings, start a run in the background, watch it.
+"""The run panel: choose stages and settings, start a run, watch it.
 
-One progress bar per stage with items/s and ETA, a cancel button, and an error list (the
-project's errors table plus live events) whose rows open the failing item.
+A run is a child `mikupal run` process (workers.RunProcess) built from these controls, so a
+crash in a model library ends that process, not the app. One progress bar per stage with
+items/s and ETA, a cancel button, and an error list (the project's errors table plus live
+events) whose rows open the failing item.
 """
 from __future__ import annotations
 
@@ -17,11 +19,12 @@ from PySide6.QtWidgets import (
 from mikupal.stage import STAGE_ORDER
 
 from . import keys
-from .workers import RunRequest, RunThread
+from .workers import RunProcess, RunRequest
 
 STAGE_TITLES = {
     "separate": "Vocal separation", "vad": "Voice activity", "asr": "Transcription",
-    "segments": "Utterances", "faces": "Faces", "asd": "Active speaker", "emotion": "Emotion labels",
+    "segments": "Utterances", "faces": "Faces", "asd": "Active speaker", "speakers": "Speakers",
+    "emotion": "Emotion labels",
 }
 BACKEND_MODELS = {
     "gemini": ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite"],
@@ -109,9 +112,10 @@ class RunPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.project_root: Path | None = None
-        self.thread: RunThread | None = None
+        self.proc: RunProcess | None = None
         self.last_status = ""
         self.events_seen = 0
+        self._crash: tuple[str, str] | None = None
         self._bars: dict[str, StageProgress] = {}
         self._build()
 
@@ -126,7 +130,7 @@ class RunPanel(QWidget):
         # One column: the dock must stay usable at ~300 px when the review tab claims the width.
         grid.addWidget(QLabel("<small>workers</small>"), 0, 1)
         for i, name in enumerate(STAGE_ORDER):
-            cb = QCheckBox(STAGE_TITLES[name])
+            cb = QCheckBox(STAGE_TITLES.get(name, name.capitalize()))
             cb.setToolTip(f"Stage `{name}`")
             cb.setChecked(True)
             spin = QSpinBox()
@@ -236,6 +240,7 @@ class RunPanel(QWidget):
     def set_project(self, project) -> None:
         """Show the project's settings as defaults and its stored errors."""
         self.project_root = Path(project.root)
+        self._crash = None
         cfg = project.config
         emo = cfg.get("emotion", {})
         self.backend.setCurrentText(emo.get("backend", "gemini"))
@@ -281,6 +286,8 @@ class RunPanel(QWidget):
         self.errors.setRowCount(0)
         for r in reversed(rows):
             self._add_error(r["stage"], r["video_id"], r["segment_id"], r["message"], r["created_at"] or "", r["path"])
+        if self._crash is not None:
+            self._add_error("run", None, None, *self._crash)
         if rows:
             self.errors.setCurrentCell(0, 0)
 
@@ -325,7 +332,7 @@ class RunPanel(QWidget):
         )
 
     def is_running(self) -> bool:
-        return self.thread is not None and self.thread.isRunning()
+        return self.proc is not None and self.proc.is_running()
 
     def start(self) -> bool:
         if self.project_root is None or self.is_running():
@@ -337,20 +344,23 @@ class RunPanel(QWidget):
         self._reset_bars(stages)
         self.events_seen = 0
         self.last_status = ""
-        self.thread = RunThread(self.request(), self)
-        self.thread.event.connect(self.on_event)
-        self.thread.runFailed.connect(self._run_failed)
-        self.thread.runFinished.connect(self._run_finished)
+        self._crash = None
+        req = self.request()
+        self.proc = RunProcess(req, self)
+        self.proc.event.connect(self.on_event)
+        self.proc.done.connect(self._run_done)
         self.start_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
+        self.status.setStyleSheet("")
         self.status.setText("Starting…")
-        self.thread.start()
+        self.status.setToolTip(f"Same as: {req.command_line()}")
+        self.proc.start()
         self.runStarted.emit()
         return True
 
     def cancel(self) -> None:
         if self.is_running():
-            self.thread.cancel()
+            self.proc.cancel()
             self.cancel_btn.setEnabled(False)
             self.status.setText("Cancelling: items in flight finish first…")
 
@@ -395,26 +405,34 @@ class RunPanel(QWidget):
             else:
                 self.status.setText(f"Run {ev.run_id} {text}{extra}{why}.")
 
-    def _run_failed(self, message: str) -> None:
-        self.last_status = "failed"
-        self.status.setText(f"The run could not start: {message}")
-        self.status.setStyleSheet("color: #b3261e;")
-
-    def _run_finished(self, summary) -> None:
+    def _run_done(self, status: str, message: str) -> None:
+        """The child process ended: `status` as RunProcess.done says."""
         self.start_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
-        if summary is not None:
-            self.status.setStyleSheet("")
-            self.last_status = summary.status
-        self.runFinished.emit(self.last_status or "failed")
+        self.last_status = status
+        red = "color: #b3261e;"
+        if status == "crashed":
+            self.status.setText(f"The run stopped: {message}. The app and your review are not affected.")
+            self.status.setStyleSheet(red)
+            from mikupal.store import now
+
+            self._crash = (message, now())  # not in the errors table (the run died): kept here
+            self._add_error("run", None, None, *self._crash)
+        elif status == "failed" and (self.proc is None or self.proc.final is None):
+            self.status.setText(f"The run could not start: {message}")
+            self.status.setStyleSheet(red)
+        elif status == "cancelled" and (self.proc is None or self.proc.final is None):
+            self.status.setText(f"Run cancelled: {message}.")
+        self.runFinished.emit(status)
 
     def closeEvent(self, ev) -> None:
         self.shutdown()
         super().closeEvent(ev)
 
     def shutdown(self, wait_ms: int = 30000) -> None:
-        """Cancel a running run and wait for it (closing the window)."""
-        if self.thread is not None:
-            if self.thread.isRunning():
-                self.thread.cancel()
-            self.thread.wait(wait_ms)
+        """Cancel a running run and wait for its process (closing the window)."""
+        if self.proc is not None and self.proc.is_running():
+            self.proc.cancel(grace_ms=max(wait_ms - 1000, 0))
+            if not self.proc.wait(wait_ms):
+                self.proc._kill()
+                self.proc.wait(5000)

@@ -1,100 +1,187 @@
-"""Background work for the GUI: pipeline runs, exports and slow queries off the GUI thread.
+"""Background work for the GUI: pipeline runs in a child process, exports and slow queries
+off the GUI thread.
 
-The runner calls `on_event` from its own threads; emitting a Qt signal there queues the
-event to the GUI thread (the receivers live there), so widgets are only touched by the
-thread that owns them and the event loop keeps painting while the pipeline works.
+A run is the same `mikupal run` a user would type, in a child process (RunProcess): a
+native crash in CTranslate2, onnxruntime or torch ends that process, and the app and the
+review session stay up. Its progress events arrive as JSON lines on the child's stdout and
+are re-emitted as Qt signals on the GUI thread. Other tasks run in a QThread (TaskThread).
 """
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import sys
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QObject, QProcess, QThread, QTimer, Signal
 
 from . import keys
 
 
 @dataclass
 class RunRequest:
-    """Everything the run panel chose; turned into a Project (with overrides) and a Runner."""
+    """Everything the run panel chose, as the `mikupal run` command line a user would type."""
 
     project_root: str
-    stages: list  # stage names, or Stage classes (plugins, tests) as the Runner accepts
+    stages: list[str]
     backend: str | None = None
     model: str | None = None
     runs: int | None = None
     workers: dict[str, int] = field(default_factory=dict)
     devices: str | None = None
-    video_ids: list[int] | None = None
     extra_overrides: list[str] = field(default_factory=list)
 
-    def overrides(self) -> list[str]:
-        """`--set`-style overrides, the same mechanism as `mikupal run --set`."""
-        out = []
+    def args(self) -> list[str]:
+        """`mikupal run` arguments (after the program): the same flags as the terminal."""
+        out = ["run", str(self.project_root), "--events", "jsonl"]
+        if self.stages:
+            out += ["--stages", ",".join(self.stages)]
         if self.backend:
-            out.append(f"emotion.backend={self.backend}")
+            out += ["--backend", self.backend]
         if self.model:
-            out.append(f'emotion.model="{self.model}"')
+            out += ["--model", self.model]
         if self.runs:
-            out.append(f"emotion.runs={int(self.runs)}")
-        return out + list(self.extra_overrides)
+            out += ["--runs", str(int(self.runs))]
+        for stage, n in sorted(self.workers.items()):
+            out += ["--workers", f"{stage}={int(n)}"]
+        if self.devices:
+            out += ["--devices", self.devices]
+        for o in self.extra_overrides:
+            out += ["--set", o]
+        return out
+
+    def command_line(self) -> str:
+        """What to type in a terminal for the same run (paths quoted)."""
+        return shlex.join(["mikupal", *[a for a in self.args() if a not in ("--events", "jsonl")]])
 
 
-class RunThread(QThread):
-    """Runs `mikupal.runner.Runner` in a QThread and re-emits its events as signals.
+class RunProcess(QObject):
+    """A run in a child process (`python -m mikupal.cli run ... --events jsonl`), so a crash in
+    a model library ends the child, never the app. Progress arrives as JSON lines on the
+    child's stdout; its last stderr line says why it stopped when it could not run.
 
-    runFinished/runFailed are emitted on the GUI thread once the thread has ended, so a
-    receiver may drop the thread object straight away."""
+    done(status, message): status is finished | cancelled | failed (the run reported it, or
+    it could not start) | crashed (the process died without finishing the run)."""
 
-    event = Signal(object)        # mikupal.events.ProgressEvent (queued to the GUI thread)
-    runFinished = Signal(object)  # mikupal.events.RunSummary, or None when the run could not start
-    runFailed = Signal(str)       # one line: why the run could not start or crashed
+    event = Signal(object)     # mikupal.events.ProgressEvent, on the GUI thread
+    done = Signal(str, str)
+
+    GRACE_MS = 15000  # after Cancel: items in flight may finish; then the child is killed
 
     def __init__(self, request: RunRequest, parent=None):
         super().__init__(parent)
         self.request = request
-        self.summary = None
-        self.error = ""
-        self._runner = None
-        self._cancel_requested = False
-        self.finished.connect(self._deliver)
+        self.proc = QProcess(self)
+        self.proc.setProgram(sys.executable)
+        self.proc.setArguments(["-m", "mikupal.cli", *request.args()])
+        self.proc.setWorkingDirectory(str(request.project_root))
+        self.proc.readyReadStandardOutput.connect(self._read_stdout)
+        self.proc.readyReadStandardError.connect(self._read_stderr)
+        self.proc.finished.connect(self._finished)
+        self.proc.errorOccurred.connect(self._error)
+        self._out = b""
+        self._err: list[str] = []
+        self._err_buf = b""
+        self.run_id: int | None = None
+        self.finished_stages: set[str] = set()
+        self.final = None  # the run_finished event
+        self.cancel_requested = False
+        self._killed = False
+        self._reported = False
+        self._kill_timer = QTimer(self)
+        self._kill_timer.setSingleShot(True)
+        self._kill_timer.timeout.connect(self._kill)
 
-    def cancel(self) -> None:
-        """Ask the runner to stop (items in flight finish; the run is marked cancelled)."""
-        self._cancel_requested = True
-        if self._runner is not None:
-            self._runner.cancel()
+    # ---- control ------------------------------------------------------------------------
+    def start(self) -> None:
+        keys.export_to_environment()  # keys from the OS keyring reach the child's environment
+        self.proc.start()
 
-    def run(self) -> None:  # QThread entry point (worker thread)
-        try:
-            from mikupal.project import Project
-            from mikupal.runner import Runner
+    def is_running(self) -> bool:
+        return self.proc.state() != QProcess.ProcessState.NotRunning
 
-            keys.export_to_environment()
-            project = Project.open(self.request.project_root, self.request.overrides())
-            self._runner = Runner(
-                project,
-                self.request.stages or None,
-                workers=self.request.workers or None,
-                devices=self.request.devices or None,
-                on_event=self.event.emit,
-                video_ids=self.request.video_ids,
-            )
-            if self._cancel_requested:
-                self._runner.cancel()
-            self.summary = self._runner.run()
-        except Exception as e:  # noqa: BLE001 - shown to the user as one line, never a traceback
-            from mikupal.events import one_line
+    def cancel(self, grace_ms: int | None = None) -> None:
+        """SIGTERM (the run cancels cooperatively, as after Ctrl-C), then kill after the grace."""
+        if not self.is_running():
+            return
+        self.cancel_requested = True
+        self.proc.terminate()
+        self._kill_timer.start(self.GRACE_MS if grace_ms is None else grace_ms)
 
-            self.error = one_line(e) or type(e).__name__
+    def _kill(self) -> None:
+        if self.is_running():
+            self._killed = True
+            self.proc.kill()
 
-    def _deliver(self) -> None:  # GUI thread, after run() returned
-        self.wait()
-        if self.error:
-            self.runFailed.emit(self.error)
-        self.runFinished.emit(self.summary)
+    def wait(self, ms: int) -> bool:
+        return self.proc.waitForFinished(ms) if self.is_running() else True
+
+    @property
+    def log_path(self) -> Path | None:
+        return Path(self.request.project_root) / "logs" / f"run-{self.run_id}.log" if self.run_id else None
+
+    # ---- reading ------------------------------------------------------------------------
+    def _read_stdout(self) -> None:
+        from mikupal.events import ProgressEvent
+
+        self._out += bytes(self.proc.readAllStandardOutput())
+        *lines, self._out = self._out.split(b"\n")
+        for line in lines:
+            try:
+                ev = ProgressEvent(**json.loads(line))
+            except (ValueError, TypeError):
+                continue  # not an event (a library printing to stdout)
+            self.run_id = ev.run_id or self.run_id
+            if ev.kind == "stage_finished" and ev.stage:
+                self.finished_stages.add(ev.stage)
+            if ev.kind == "run_finished":
+                self.final = ev
+            self.event.emit(ev)
+
+    def _read_stderr(self) -> None:
+        self._err_buf += bytes(self.proc.readAllStandardError())
+        *lines, self._err_buf = self._err_buf.split(b"\n")
+        self._err = (self._err + [ln.decode("utf-8", "replace").strip() for ln in lines if ln.strip()])[-40:]
+
+    def last_error_line(self) -> str:
+        from mikupal.events import one_line
+
+        for line in reversed(self._err + [self._err_buf.decode("utf-8", "replace").strip()]):
+            if line.startswith("mikupal: "):
+                return one_line(line[len("mikupal: "):])
+        tail = [ln for ln in self._err if ln] or [""]
+        return one_line(tail[-1])
+
+    # ---- the end ------------------------------------------------------------------------
+    def _error(self, err) -> None:
+        if err == QProcess.ProcessError.FailedToStart:
+            self._report("failed", f"cannot start {sys.executable} -m mikupal.cli ({self.proc.errorString()})")
+
+    def _finished(self, code: int, status) -> None:
+        self._kill_timer.stop()
+        self._read_stdout()
+        self._read_stderr()
+        if self.final is not None:
+            self._report(self.final.status, self.final.message)
+        elif self.cancel_requested:
+            self._report("cancelled", "stopped" + (" (killed after the grace period)" if self._killed else ""))
+        elif status == QProcess.ExitStatus.CrashExit:
+            open_ = [s for s in self.request.stages if s not in self.finished_stages]
+            where = f" before stage {', '.join(open_)} finished" if open_ else ""
+            log = f"; its log: {self.log_path}" if self.log_path else ""
+            self._report("crashed", f"the run process crashed{where} (a native error in a model library or "
+                                    f"the system); finished items are kept and a new run resumes{log}")
+        else:
+            self._report("failed", self.last_error_line() or f"mikupal run exited with code {code}")
+
+    def _report(self, status: str, message: str) -> None:
+        if not self._reported:
+            self._reported = True
+            self.done.emit(status, message)
 
 
 class TaskThread(QThread):

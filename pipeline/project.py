@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ DB_NAME = "project.db"
 
 class ProjectError(Exception):
     """A user-facing problem with the project folder (one clear line)."""
+
+
+class DamagedProjectError(ProjectError):
+    """project.db failed its open-time check; nothing was written to it."""
 
 
 @dataclass
@@ -68,9 +73,21 @@ class Project:
     def open(cls, root: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> "Project":
         root = Path(root)
         if not (root / config_mod.CONFIG_NAME).exists():
-            raise ProjectError(f"{root}: not a MIKU-PAL project (no {config_mod.CONFIG_NAME}); create it with: mikupal init {root}")
+        check_database(root)
+            raise ProjectError(f"{root}: not a MIKU-PAL project (no {config_mod.CONFIG_NAME}); create it with: mikupal init {shlex.quote(str(root))}")
         cfg = config_mod.load(root, overrides)
         return cls(root=root.resolve(), config=cfg)
+def check_database(root: str | Path) -> None:
+    """Raise DamagedProjectError (one line naming project.db and the fix) when the file is damaged."""
+    path = Path(root) / DB_NAME
+    try:
+        store.check_file(path)
+    except store.DatabaseDamaged as e:
+        raise DamagedProjectError(
+            f"{path} is damaged ({e}); nothing was written to it. Recover it with: "
+            f"mikupal repair {shlex.quote(str(root))}") from None
+
+
 
 
 def models_dir_and_origin(cfg: dict | None = None) -> tuple[Path, str]:

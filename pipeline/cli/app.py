@@ -64,13 +64,14 @@ def gui(project: Optional[Path] = typer.Argument(None, help="Project folder to o
 
 
 # --- commands (one registration line each; the functions live in the modules beside this one) ---
-from . import analysis, core, estimate, export, models, run  # noqa: E402
+from . import analysis, core, estimate, export, models, project, run  # noqa: E402
 
 for _name, _fn in (("init", core.init), ("add", core.add), ("status", core.status), ("demo", core.demo),
                    ("run", run.run_command), ("estimate", estimate.estimate_command), ("eval", analysis.eval_command),
                    ("review-stats", analysis.review_stats_command), ("map", analysis.map_command),
                    ("report", analysis.report_command), ("export", export.export_command),
-                   ("doctor", models.doctor)):
+                   ("doctor", models.doctor),
+                   ("repair", project.repair_command), ("backup", project.backup_command), ("restore", project.restore_command)):
     app.command(_name)(_fn)
 app.add_typer(models.models_app, name="models")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import List
 
@@ -21,7 +22,7 @@ def init(
     except ProjectError as e:
         raise fail(str(e))
     typer.echo(f"created {p.root} (settings: {p.root / 'mikupal.toml'})")
-    typer.echo(f"next: mikupal add {project} VIDEOS...")
+    typer.echo(f"next: mikupal add {shlex.quote(str(project))} VIDEOS...")
 
 
 def add(
@@ -146,11 +147,12 @@ def demo(
     code = 0
     try:
         run_command(project=p.root, stages=None, backend=None, model=None, runs=None, workers=None,
-                    devices=None, ray=None, sets=None, quiet=False)
+                    devices=None, ray=None, sets=None, quiet=False, wait=False, events=None)
     except typer.Exit as e:  # failed items are recorded; still open the app so they can be inspected
         code = e.exit_code
     if no_gui:
-        typer.echo(f"next: mikupal gui {project}   (review the labels)   mikupal export {project} OUT   (write a dataset)")
+        q = shlex.quote(str(project))
+        typer.echo(f"next: mikupal gui {q}   (review the labels)   mikupal export {q} OUT   (write a dataset)")
     else:
         code = launch_gui(p.root) or code
     raise typer.Exit(code)

@@ -6,7 +6,11 @@ second, and a rerun resumes.
 """
 from __future__ import annotations
 
+import json
+import shlex
 import signal
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import List, Optional
 
@@ -64,16 +68,24 @@ def run_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; only the summary."),
     batch: bool = typer.Option(False, "--batch", help="Emotion through the Gemini Batch API: half price, answers within "
                                "24 h; a stopped run resumes its recorded jobs (same as --set emotion.batch=true)."),
+    wait: bool = typer.Option(False, "--wait", help="If another run holds the project, wait for it instead of exiting."),
+    events: Optional[str] = typer.Option(None, "--events", help="jsonl: one JSON progress event per line on stdout "
+                                         "(the app reads these); the summary goes to stderr."),
 ):
-    """Run the pipeline: separate -> vad -> asr -> segments -> faces -> asd -> emotion (resumable)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """Run the pipeline: separate -> vad -> asr -> segments -> faces -> asd -> emotion (resumable).
 
+    One run holds a project at a time (run.lock): a second one says who holds it and exits 2,
+    or waits with --wait. project.db is backed up into backups/ at the start and the end."""
     from ..runner import Runner, RunnerError, parse_workers, resolve_devices
     from ..stages import StageUnavailableError, UnknownStageError, parse_stages
 
+    from .. import backup
+    from ..project_lock import ProjectLocked, RunLock
+
     if backend and backend not in ("gemini", "openai", "baseline"):
         raise fail(f"--backend {backend}: choose gemini, openai or baseline")
+    if events not in (None, "jsonl"):
+        raise fail(f"--events {events}: the only format is jsonl")
     p = open_project(project, _overrides(backend, model, runs, sets) + (["emotion.batch=true"] if batch is True else []))
     try:
         names = parse_stages(stages)
@@ -82,7 +94,41 @@ def run_command(
     except (UnknownStageError, RunnerError) as e:
         raise fail(str(e))
     if p.db().conn.execute("SELECT COUNT(*) FROM videos").fetchone()[0] == 0:
-        raise fail(f"{project}: no videos yet; add some with: mikupal add {project} VIDEOS...")
+        raise fail(f"{project}: no videos yet; add some with: mikupal add {shlex.quote(str(project))} VIDEOS...")
+
+    lock = RunLock(p.root, "mikupal run")
+    try:
+        lock.acquire(wait=wait, on_wait=lambda h: typer.echo(
+            f"mikupal: waiting for the run that holds {p.root} ({h.describe() if h else 'another process'})", err=True))
+    except ProjectLocked as e:
+        raise fail(str(e))
+    if lock.took_over is not None:
+        typer.echo(f"mikupal: took over the lock of a run that is gone ({lock.took_over.describe()})", err=True)
+    try:
+        _run_locked(p, project, names, worker_counts, devs, ray, quiet or events is not None, events, Runner,
+                    StageUnavailableError, backup)
+    finally:
+        lock.release()
+
+
+def _emit_jsonl(ev: ProgressEvent) -> None:
+    sys.stdout.write(json.dumps(ev.to_dict()) + "\n")
+    sys.stdout.flush()
+
+
+def _failure_reason(lines: list[str]) -> str:
+    """The most common item error of this run, for the last stderr line."""
+    if not lines:
+        return ""
+    msg, n = Counter(lines).most_common(1)[0]
+    return f" ({n}x: {msg})" if n > 1 else f" ({msg})"
+
+
+def _run_locked(p, project, names, worker_counts, devs, ray, quiet, events, Runner, StageUnavailableError, backup):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    backup.auto_backup(p.db_path, "run-start")
 
     console = Console(stderr=True)
     progress = Progress(
@@ -91,7 +137,12 @@ def run_command(
         console=console, disable=quiet, transient=False,
     )
     bars = _Bars(progress, quiet)
-    runner = Runner(p, names, workers=worker_counts, devices=devs, on_event=bars, ray_address=ray)
+    on_event = bars
+    if events:
+        def on_event(ev, bars=bars):
+            bars(ev)
+            _emit_jsonl(ev)
+    runner = Runner(p, names, workers=worker_counts, devices=devs, on_event=on_event, ray_address=ray)
 
     def _on_signal(signum, frame):
         if runner.cancelled:
@@ -109,8 +160,9 @@ def run_command(
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        backup.auto_backup(p.db_path, "run-end")
 
-    out = Console()
+    out = Console(stderr=bool(events))
     for s in summary.stages.values():
         extra = f", {s.skipped} skipped" if s.skipped else ""
         out.print(f"{s.name:<9} {s.ok} ok, {s.failed} failed{extra} ({s.elapsed():.1f}s)", highlight=False)
@@ -120,7 +172,8 @@ def run_command(
         raise typer.Exit(1)
     bad = summary.failed_items + summary.skipped_items
     if bad:
-        typer.echo(f"mikupal: {bad} item(s) failed; see them with: mikupal status {project}", err=True)
+        typer.echo(f"mikupal: {bad} item(s) failed{_failure_reason(bars.lines)}; see them with: "
+                   f"mikupal status {shlex.quote(str(project))}", err=True)
         raise typer.Exit(1)
     if summary.status == "cancelled":
         typer.echo(f"mikupal: run {summary.run_id} cancelled; run the same command again to resume", err=True)
