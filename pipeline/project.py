@@ -73,10 +73,12 @@ class Project:
     def open(cls, root: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> "Project":
         root = Path(root)
         if not (root / config_mod.CONFIG_NAME).exists():
-        check_database(root)
             raise ProjectError(f"{root}: not a MIKU-PAL project (no {config_mod.CONFIG_NAME}); create it with: mikupal init {shlex.quote(str(root))}")
         cfg = config_mod.load(root, overrides)
+        check_database(root)
         return cls(root=root.resolve(), config=cfg)
+
+
 def check_database(root: str | Path) -> None:
     """Raise DamagedProjectError (one line naming project.db and the fix) when the file is damaged."""
     path = Path(root) / DB_NAME
@@ -86,8 +88,6 @@ def check_database(root: str | Path) -> None:
         raise DamagedProjectError(
             f"{path} is damaged ({e}); nothing was written to it. Recover it with: "
             f"mikupal repair {shlex.quote(str(root))}") from None
-
-
 
 
 def models_dir_and_origin(cfg: dict | None = None) -> tuple[Path, str]:
