@@ -54,12 +54,15 @@ def build_tiny_mdx(directory: Path, band_hz: tuple[float, float] = (250.0, 4000.
     return path
 
 
-def build_tiny_whisper(out: Path, says: str | None = None) -> Path:
+def build_tiny_whisper(out: Path, says: str | None = None, once: bool = False) -> Path:
     """A 2+2-layer, d_model 64 Whisper with random weights, converted to CTranslate2 in `out`.
 
     With `says` (one token of the tiny vocabulary) the decoder's last layer norm emits a constant
     aligned with that token's embedding, so every step predicts it: the model "transcribes" any
-    audio as that word repeated, and a test knows what text each clip must come back with."""
+    audio as that word repeated, and a test knows what text each clip must come back with.
+    With `once` as well, the decoder's layers are silenced so the next token depends only on
+    the current one: any token -> the word, the word -> end of text. Every clip then comes back
+    as the word once, confidently (a row the guards keep)."""
     import ctranslate2
     import torch
     from faster_whisper.tokenizer import _LANGUAGE_CODES
@@ -88,7 +91,30 @@ def build_tiny_whisper(out: Path, says: str | None = None) -> Path:
                             max_target_positions=448, decoder_start_token_id=sot, eos_token_id=eot,
                             pad_token_id=eot, bos_token_id=eot, suppress_tokens=[], begin_suppress_tokens=[eot])
         net = WhisperForConditionalGeneration(cfg)
-        if says is not None:
+        if says is not None and once:
+            word = tok.token_to_id(says)
+            assert word is not None, f"{says!r} is not one token of the tiny vocabulary"
+            dec = net.model.decoder
+            with torch.no_grad():
+                for layer in dec.layers:  # the residual stream is the input token's embedding alone
+                    for lin in (layer.self_attn.out_proj, layer.encoder_attn.out_proj, layer.fc2):
+                        lin.weight.zero_()
+                        if lin.bias is not None:
+                            lin.bias.zero_()
+                dec.embed_positions.weight.zero_()
+                emb = dec.embed_tokens.weight  # tied with the output projection
+                emb[:, :2] = 0.0
+                emb[word] = 0.0
+                emb[word, 0], emb[word, 1] = 1.0, -1.0  # normalised: (+5.66, -5.66) on dims 0, 1
+                emb[eot] = 0.0
+                emb[eot, 1] = -4.0
+                # output = (10, -5.66 * [input is the word]): logit(word) = 10 + 5.66 [word];
+                # logit(eot) = 22.6 [word]; every other token's logit is 0 (its dims 0, 1 are 0)
+                dec.layer_norm.weight.zero_()
+                dec.layer_norm.weight[1] = 1.0
+                dec.layer_norm.bias.zero_()
+                dec.layer_norm.bias[0] = 10.0
+        elif says is not None:
             word = tok.token_to_id(says)
             assert word is not None, f"{says!r} is not one token of the tiny vocabulary"
             with torch.no_grad():
@@ -256,6 +282,12 @@ def tiny_mdx(audio_models_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_whisper(audio_models_dir) -> Path:
     return build_tiny_whisper(audio_models_dir / "whisper" / "tiny-random")
+
+
+@pytest.fixture(scope="session")
+def hello_whisper(audio_models_dir) -> Path:
+    """The tiny Whisper that hears one "hello" in every clip (kept by the guards)."""
+    return build_tiny_whisper(audio_models_dir / "whisper" / "tiny-hello", says="hello", once=True)
 
 
 @pytest.fixture(scope="session")
