@@ -38,7 +38,7 @@ def open_input(path: str | Path):
     try:
         return av.open(str(path))
     except READ_ERRORS as e:
-        raise MediaError(f"{path}: not a readable media file ({type(e).__name__}); "
+        raise MediaError(f"{path}: not a readable video or audio file ({type(e).__name__}); "
                          "re-encode it with ffmpeg or remove it") from None
 
 
