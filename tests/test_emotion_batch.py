@@ -139,6 +139,14 @@ def test_twice_invalid_and_hard_errors_are_per_item_errors(bproject, server):
     assert "400" in by_seg[s2]["message"] and "after" not in by_seg[s2]["message"]  # a 400 is not retried
     assert "after 1 retries" in by_seg[s3]["message"] and "503" in by_seg[s3]["message"]
     assert all("\n" not in f for f in failures)
+    # A resumed run handing the same paid answer out again is one receipt in the spend.
+    from mikupal.status import project_status
+
+    once = project_status(bproject)["spend"]["failed_answers_usd"]
+    dup = by_seg[s1]
+    store.record_error(db, "emotion", dup["message"], segment_id=s1, detail=dup["detail"])
+    assert once == pytest.approx(paid(dup)["cost_usd"]) and paid(dup)["request"].startswith("batches/")
+    assert project_status(bproject)["spend"]["failed_answers_usd"] == pytest.approx(once)
 
 
 def test_expired_job_is_sent_again(bproject, server):

@@ -383,7 +383,8 @@ class BatchDriver:
                       self.backend.cost(usage, batch=True), 0.0, error=why or None, kind=j.kind)
         clip = await self.stage.cut(task)
         try:
-            return self.stage.result_from(task, clip, reply, batch_job=job_name)
+            return self.stage.result_from(task, clip, reply, batch_job=job_name,
+                                          request_key=_key(task, int(task.get("attempt") or 0)))
         except StageError as e:
             return e
 

@@ -56,11 +56,14 @@ def stage_error(message: str, detail: str | None = None, path: str | None = None
     return StageError(message, detail=detail, path=path, stops_stage=stops_stage)
 
 
-def paid_detail(kind: str, answer: str, usage, cost_usd: float | None, *, batch: bool = False) -> str:
-    """The errors.detail of a paid but useless answer: what it said and what it cost."""
+def paid_detail(kind: str, answer: str, usage, cost_usd: float | None, *, request: str | None = None) -> str:
+    """The errors.detail of a paid but useless answer: what it said and what it cost.
+
+    ``request`` names a Batch API request ("batches/ID/KEY"): a resumed run may hand the same
+    answer out again, and the spend counts one receipt per request."""
     return json.dumps({"kind": kind, "cost_usd": cost_usd, "input_tokens": usage.input_tokens,
-                       "output_tokens": usage.output_tokens, "usage": usage.to_dict(), "batch": batch,
-                       "answer": answer}, ensure_ascii=False)
+                       "output_tokens": usage.output_tokens, "usage": usage.to_dict(), "batch": request is not None,
+                       "request": request, "answer": answer}, ensure_ascii=False)
 
 
 def make_backend(cfg: dict, project_root: str | Path | None = None) -> Backend:
@@ -248,13 +251,15 @@ class EmotionStage(Stage):
         return {"segment_id": task["segment_id"], "run_index": task["run_index"], "annotation": a,
                 "clip_sha": task.get("clip_sha"), "reused": True}
 
-    def result_from(self, task: dict[str, Any], clip, reply: Reply, *, batch_job: str | None = None) -> dict[str, Any]:
+    def result_from(self, task: dict[str, Any], clip, reply: Reply, *, batch_job: str | None = None,
+                    request_key: str | None = None) -> dict[str, Any]:
         """The result dict for ``commit``, or StageError for a paid but useless answer."""
         item = task["item"]
         if reply.answer is None:
+            req = f"{batch_job}/{request_key}" if batch_job else None
             raise stage_error(f"{item}: {reply.error}",
                               detail=scrub(paid_detail(reply.kind or "invalid", reply.raw, reply.usage, reply.cost_usd,
-                                                       batch=batch_job is not None)),
+                                                       request=req)),
                               path=self._rel(clip.path))
         a, u = reply.answer, reply.usage
         return {"segment_id": task["segment_id"], "run_index": task["run_index"], "clip_sha": clip.sha,
