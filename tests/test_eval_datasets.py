@@ -2,7 +2,7 @@
 import pytest
 from eval_fixture import IEMOCAP_TXT, MELD_CSV
 
-from mikupal import evaluate, metrics, taxonomy
+from mikupal import evaluate, taxonomy
 
 
 def test_meld_csv_quoted_commas_curly_quotes_mojibake_and_missing_rows(tmp_path):
@@ -82,7 +82,10 @@ def test_iemocap_human_reference_by_hand(tmp_path):
             [evaluate.OTHER, evaluate.OTHER, "angry"]]
     table = [[r.count(c) for c in cats] for r in rows]
     assert h["kappa_utterances"] == 4
-    assert h["fleiss_kappa"] == pytest.approx(metrics.fleiss_kappa(table))
+    assert table == [[0, 0, 3, 0, 0], [1, 0, 2, 0, 1], [0, 2, 0, 0, 1], [1, 0, 0, 0, 2]]
+    # by hand: per-utterance agreement 1, 2/12, 2/6, 2/6 -> 11/24; the 13 votes split
+    # 2/2/5/0/4 -> chance 49/169; kappa = (11/24 - 49/169) / (120/169) = 683/2880
+    assert h["fleiss_kappa"] == pytest.approx(683 / 2880, abs=1e-12)
 
 
 def test_iemocap_path_without_utterances_is_an_error(tmp_path):

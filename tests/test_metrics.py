@@ -101,6 +101,8 @@ def test_fleiss_kappa_with_missing_ratings_drops_unpairable_subjects():
     # subjects 3 and 4 have one rating each and carry no agreement information
     complete = [[3, 0], [1, 2]]
     assert metrics.fleiss_kappa(table) == pytest.approx(metrics.fleiss_kappa(complete))
+    # by hand: agreement 1 and 1/3 -> 2/3; 4 of 6 ratings "a" -> chance 5/9; (2/3 - 5/9) / (4/9)
+    assert metrics.fleiss_kappa(complete) == pytest.approx(1 / 4)
     assert math.isnan(metrics.fleiss_kappa([[1, 0], [0, 1]]))
     assert math.isnan(metrics.fleiss_kappa([[3, 0], [3, 0]]))  # one category only: undefined
 
@@ -150,7 +152,7 @@ def test_rationality_excludes_skips_and_splits_by_emotion_and_rater():
     r = metrics.rationality(reviews)
     assert (r.overall.accepted, r.overall.reviewed, r.overall.skipped) == (7, 10, 5)
     assert r.overall.score == pytest.approx(0.7)
-    assert (r.overall.ci_low, r.overall.ci_high) == pytest.approx(metrics.wilson_interval(7, 10))
+    assert (r.overall.ci_low, r.overall.ci_high) == pytest.approx(proportion.proportion_confint(7, 10, method="wilson"))
     assert r.per_emotion["Joy"].score == pytest.approx(7 / 8)
     assert r.per_emotion["Anger"].score == 0.0 and r.per_emotion["Anger"].skipped == 5
     assert r.per_rater["ana"].score == pytest.approx(7 / 9)
