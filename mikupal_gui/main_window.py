@@ -213,12 +213,15 @@ class MainWindow(QMainWindow):
                                 triggered=self.choose_project)
         self.act_add = QAction("&Add videos…", self, triggered=self.add_videos)
         self.act_export = QAction("&Export dataset…", self, shortcut=QKeySequence("Ctrl+E"), triggered=self.export)
+        self.act_backup = QAction("&Back up project", self, triggered=self.backup_project)
+        self.act_restore = QAction("Restore from bac&kup…", self, triggered=self.restore_backup)
         self.act_settings = QAction("&Settings (API keys)…", self, triggered=self.open_settings)
         self.act_quit = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit, triggered=self.close)
         f.addAction(self.act_open)
         self.recent_menu = f.addMenu("Open &recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
-        for a in (self.act_add, self.act_export, None, self.act_settings, None, self.act_quit):
+        for a in (self.act_add, self.act_export, None, self.act_backup, self.act_restore, None, self.act_settings,
+                  None, self.act_quit):
             f.addSeparator() if a is None else f.addAction(a)
         v = mb.addMenu("&View")
         for i, name in enumerate(("&Data", "&Review", "Dash&board")):
@@ -242,6 +245,8 @@ class MainWindow(QMainWindow):
         for a in (self.act_add, self.act_export, self.act_refresh):
             a.setEnabled(on)
         self.run_panel.setEnabled(on)
+        self.act_backup.setEnabled(on)
+        self.act_restore.setEnabled(on)
 
     # ---- project ----------------------------------------------------------------------
     def open_project(self, root: str | Path) -> bool:
@@ -357,6 +362,37 @@ class MainWindow(QMainWindow):
             self.recent_menu.addAction(p, lambda p=p: self.open_project(p))
         if self.recent_menu.isEmpty():
             self.recent_menu.addAction("(none)").setEnabled(False)
+
+    def backup_project(self) -> None:
+        """An online copy of project.db in the project's backups/ (same as `mikupal backup`)."""
+        from mikupal import backup
+
+        if self.project is not None:
+            path = backup.manual_backup(self.project.root)
+            self.statusBar().showMessage(f"Backed up to {path}", 10000)
+
+    def restore_backup(self) -> None:
+        """Put a backup back (same as `mikupal restore`): refused while a run holds the project."""
+        from mikupal import backup
+        from mikupal.project_lock import ProjectLocked, RunLock
+
+        if self.project is None:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Restore from backup", str(backup.backups_dir(self.project.root)),
+                                              "MIKU-PAL backups (*.db)")
+        if not path or QMessageBox.question(
+                self, "Restore from backup", f"Replace the project's data with {Path(path).name}? "
+                "The current state is kept as a backup too.") != QMessageBox.StandardButton.Yes:
+            return
+        try:
+            with RunLock(self.project.root, "mikupal restore (app)"):
+                _, kept = backup.restore(self.project.root, path)
+        except (ProjectLocked, backup.BackupError) as e:
+            QMessageBox.warning(self, "Cannot restore", str(e))
+            return
+        self.refresh()
+        self.run_panel.load_errors()
+        self.statusBar().showMessage(f"Restored {Path(path).name}; the replaced state is in {kept}", 10000)
 
     def add_videos(self) -> None:
         if self.project is None:

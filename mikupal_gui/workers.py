@@ -172,9 +172,9 @@ class RunProcess(QObject):
         elif status == QProcess.ExitStatus.CrashExit:
             open_ = [s for s in self.request.stages if s not in self.finished_stages]
             where = f" before stage {', '.join(open_)} finished" if open_ else ""
-            log = f"; its log: {self.log_path}" if self.log_path else ""
-            self._report("crashed", f"the run process crashed{where} (a native error in a model library or "
-                                    f"the system); finished items are kept and a new run resumes{log}")
+            log = f"; log: {self.log_path}" if self.log_path else ""
+            self._report("crashed", f"the run process crashed{where} (a native error, e.g. in a model library); "
+                                    f"finished items are kept and Start resumes{log}")
         else:
             self._report("failed", self.last_error_line() or f"mikupal run exited with code {code}")
 

@@ -222,3 +222,30 @@ def test_the_app_survives_a_child_run_that_aborts(qtbot, tmp_path, monkeypatch):
     assert blocker.args == ["finished"], panel.status.text()
     assert q(proj.db_path, "SELECT COUNT(*) FROM annotations") == [(6,)]
     win.close()
+
+
+def test_file_menu_backs_up_and_restores_the_project(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+    from mikupal_gui.app import build_window
+
+    proj = project_with_videos(tmp_path, n=1)
+    c = sqlite3.connect(proj.db_path)
+    c.execute("INSERT INTO raters (name) VALUES ('alice')")
+    c.commit()
+    settings = QSettings(str(tmp_path / "win.ini"), QSettings.Format.IniFormat)
+    win = build_window(proj.root, settings)
+    qtbot.addWidget(win)
+    win.act_backup.trigger()
+    (made,) = (proj.root / "backups").glob("manual-*.db")
+    assert str(made) in win.statusBar().currentMessage()
+    c.execute("INSERT INTO raters (name) VALUES ('bob')")
+    c.commit()
+    # The user picks that file and says yes (the modal dialogs are the user's side).
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(made), "")))
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda *a, **k: QMessageBox.StandardButton.Yes))
+    win.act_restore.trigger()
+    assert "Restored" in win.statusBar().currentMessage()
+    assert c.execute("SELECT name FROM raters").fetchall() == [("alice",)]   # seen by an open connection too
+    c.close()
+    win.close()

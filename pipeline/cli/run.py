@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import shlex
 import signal
+import sqlite3
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import List, Optional
@@ -116,6 +118,31 @@ def _emit_jsonl(ev: ProgressEvent) -> None:
     sys.stdout.flush()
 
 
+class _Checkpointer:
+    """Moves committed pages from the WAL into project.db every CHECKPOINT_S and after each
+    stage (PASSIVE: never waits for the run or a reader), so answers already paid for are
+    in the main file too, not only in a -wal that a crash or a careless copy can lose."""
+
+    CHECKPOINT_S = 10.0
+
+    def __init__(self, db_path):
+        self.db_path, self.conn, self.last = db_path, None, time.monotonic()
+
+    def __call__(self, ev: ProgressEvent) -> None:
+        if ev.kind not in ("stage_finished", "run_finished") and time.monotonic() - self.last < self.CHECKPOINT_S:
+            return
+        self.last = time.monotonic()
+        try:
+            if self.conn is None:
+                self.conn = sqlite3.connect(str(self.db_path), timeout=1.0, check_same_thread=False)
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            if ev.kind == "run_finished":
+                self.conn.close()
+                self.conn = None
+        except sqlite3.Error:
+            pass  # a checkpoint is an extra; the WAL still holds every commit
+
+
 def _failure_reason(lines: list[str]) -> str:
     """The most common item error of this run, for the last stderr line."""
     if not lines:
@@ -137,11 +164,13 @@ def _run_locked(p, project, names, worker_counts, devs, ray, quiet, events, Runn
         console=console, disable=quiet, transient=False,
     )
     bars = _Bars(progress, quiet)
-    on_event = bars
-    if events:
-        def on_event(ev, bars=bars):
-            bars(ev)
+    checkpoint = _Checkpointer(p.db_path)
+
+    def on_event(ev):
+        bars(ev)
+        if events:
             _emit_jsonl(ev)
+        checkpoint(ev)
     runner = Runner(p, names, workers=worker_counts, devices=devs, on_event=on_event, ray_address=ray)
 
     def _on_signal(signum, frame):
