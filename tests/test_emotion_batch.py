@@ -272,3 +272,31 @@ def test_mikupal_run_batch_killed_then_resumed_through_the_runner(bproject, serv
     assert len(creates(server)) == 1 and server.answered == 6
     assert {r["batch_job"] for r in annotations(db)} == {jobs(db)[0]["name"]}
     assert {r["run_id"] for r in annotations(db)} == {db.conn.execute("SELECT MAX(id) FROM runs").fetchone()[0]}
+
+
+def test_answers_for_a_changed_prompt_are_not_stored_under_the_new_one(bproject, server):
+    server.batch_hold = True
+    import asyncio
+
+    from mikupal.emotion.batch import BatchDriver
+    from mikupal.emotion.stage import EmotionStage
+
+    bproject.config["emotion"]["batch"] = True
+    stage = EmotionStage(bproject)
+    db = bproject.db()
+    tasks = [stage.prepare(db, it) for it in stage.pending(db)]
+
+    async def submit_only():
+        drv = BatchDriver(stage, db)
+        await drv.submit(tasks)
+        await drv.aclose()
+
+    asyncio.run(submit_only())  # a run that stopped while its job was out
+    server.release_batches()
+    set_cfg(bproject, emotion__label_set="meld7")  # the next run asks another question
+    stage2, db2, failures, drv = run_emotion_batch(bproject)
+    rows = annotations(db2)
+    assert failures == [] and len(rows) == 3 and {r["label_set"] for r in rows} == {"meld7"}
+    assert len(creates(server)) == 2  # the old job was not taken as an answer to the new prompt
+    states = [r[0] for r in db2.conn.execute("SELECT state FROM batch_requests ORDER BY job_id, rowid")]
+    assert states == ["stale"] * 3 + ["answered"] * 3

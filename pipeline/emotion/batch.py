@@ -155,7 +155,8 @@ class BatchDriver:
     def _live_requests(self) -> list[dict]:
         return store.rows(self.db, "SELECT r.segment_id, r.run_index FROM batch_requests r JOIN batch_jobs j"
                                    " ON j.id = r.job_id WHERE j.stage=? AND j.model=? AND j.state != 'collected'"
-                                   " AND r.state = 'pending'", (self.stage.name, self.stage.model))
+                                   " AND r.state = 'pending' AND json_extract(r.task_json, '$.prompt_sha') IS ?",
+                          (self.stage.name, self.stage.model, self.stage.prompt.sha))
 
     def _mark_handed_out(self) -> None:
         """Outcomes returned by the last poll() were taken (committed or recorded) by the caller."""
@@ -317,6 +318,11 @@ class BatchDriver:
             k = (int(task["segment_id"]), int(task["run_index"]))
             if k in self._current:  # this run's view of the item (its run id)
                 task["run_id"] = self._current[k].get("run_id")
+            if task.get("prompt_sha") != self.stage.prompt.sha:  # asked under another prompt/label set
+                log.warning("%s: batch answer for another prompt (%s); not stored under this one", task["item"],
+                            task.get("prompt_sha"))
+                states.append((r["key"], "stale"))
+                continue
             resp, err = answers.get(r["key"], (None, None))
             if state != FINAL_OK:
                 err = {"code": 503, "message": f"the batch job ended {state.upper()}"}

@@ -156,6 +156,7 @@ class EmotionStage(Stage):
             "clip_spec": spec.__dict__ | {"bbox": list(spec.bbox) if spec.bbox else None},
             "text": seg.get("text") or "", "seed": self.seed + run_index,
             "item": f"segment {sid} run {run_index} (video {video['id']}, {spec.start_s:.2f}-{spec.end_s:.2f} s)",
+            "prompt_sha": self.prompt.sha,
             "reuse": None,
         }
         clip_sha = self._indexed_clip_sha(spec)
