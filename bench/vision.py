@@ -12,8 +12,8 @@ faces stage.
    the forward pass only (the box decoding of a random net is not representative).
 2. Tracker: linking 3 faces per frame for 10 minutes of frames.
 3. ASD: Light-ASD (official weights when the models dir has them, else random) per second of
-   one face track, with the official 6-length averaging and with one pass; the AV-sync
-   fallback for comparison.
+   one face track, with the official 6-length averaging and with one pass (float32 and
+   bfloat16); the AV-sync fallback for comparison.
 
     .venv/bin/python bench/vision.py [--frames 50] [--models ../shared/models]
 """
@@ -99,7 +99,7 @@ def bench_detectors(clips: dict[str, Path], n: int, models: Path | None) -> None
             fps = s3fd_forward_fps(frames, batch=k)
             print(f"{res:>9} {width:>12} {'s3fd (net, batch %d)' % k:>22} {fps:9.2f} {rt(fps):>10}")
         # the whole loop of the faces stage at the default detect width
-        for name in [d for d in ("ultraface-640", "haar") if d in dets]:
+        for name, every in [(d, e) for d in ("ultraface-640", "haar") if d in dets for e in (1, 5)]:
             det = dets[name]
 
             def loop():
@@ -111,14 +111,15 @@ def bench_detectors(clips: dict[str, Path], n: int, models: Path | None) -> None
                     if prev is not None:
                         F.histogram_distance(prev, h)
                     prev = h
-                    det.detect([f.image])
+                    if count % every == 0:  # [faces] detect_every: the tracker carries boxes between
+                        det.detect([f.image])
                     count += 1
                     if count == n:
                         break
                 return count
 
             dt, count = timed(loop)
-            print(f"{res:>9} {640:>12} {'faces loop, ' + name:>22} {count / dt:9.1f} {rt(count / dt):>10}")
+            print(f"{res:>9} {640:>12} {f'faces loop, {name} /{every}':>22} {count / dt:9.1f} {rt(count / dt):>10}")
 
 
 def bench_tracker() -> None:
@@ -161,9 +162,11 @@ def bench_asd(models: Path | None, seconds: float = 8.0) -> None:
     A.multi_length_scores(net, faces[:25], feats[:100])  # warm
     dt_full, _ = timed(A.multi_length_scores, net, faces, feats)
     print(f"   Light-ASD, 6-length average       {seconds / dt_full:8.2f} s of video per s = x{seconds / dt_full:.2f} real time per track")
-    with torch.inference_mode():
-        dt_one, _ = timed(net, torch.from_numpy(feats[: 4 * t]).float()[None], torch.from_numpy(faces).float()[None])
-    print(f"   Light-ASD, one pass               {seconds / dt_one:8.2f} s of video per s = x{seconds / dt_one:.2f} real time per track")
+    for precision in ("fp32", "bf16"):
+        dt_one, _ = timed(A.score_tracks, net, [(faces, feats)], protocol="one-pass", precision=precision)
+        print(f"   Light-ASD, one pass, {precision}          {seconds / dt_one:8.2f} s of video per s = x{seconds / dt_one:.2f} real time per track"
+              f"  ({dt_full / dt_one:.1f}x the 6-length average)")
+    print(f"   ([asd] precision = auto picks {A.resolve_precision('auto')} on this CPU)")
     dt_sync, _ = timed(A.sync_score, faces, audio, 16000)
     print(f"   AV-sync fallback                  {seconds / dt_sync:8.1f} s of video per s = x{seconds / dt_sync:.1f} real time per track")
 

@@ -144,6 +144,28 @@ def test_light_asd_picks_the_true_speaker(tracked, shared_models, monkeypatch):
         assert max(silent) < 0.5, scores
 
 
+def test_fast_defaults_keep_every_decision_of_the_official_protocol(tracked, shared_models, monkeypatch):
+    """The defaults (one pass per track, bfloat16 where the CPU has it) against the official
+    protocol (1..6 s chunk average, float32): the same speaker, on the generator's true side,
+    in every segment, and every track's score keeps its sign."""
+    clip, proj, vid = tracked
+    monkeypatch.setenv("MIKUPAL_MODELS_DIR", str(shared_models))
+    sides = _track_side(proj, vid)
+    runs = {}
+    for protocol, precision in (("multi-length", "fp32"), ("one-pass", "auto")):
+        p = Project.open(proj.root, [f'asd.protocol="{protocol}"', f'asd.precision="{precision}"'])
+        summary = run_stages(p, ["asd"])
+        assert summary.ok, (summary.message, errors_of(p))
+        info = stage_info(p, vid, "asd")["info"]
+        assert info["protocol"] == protocol
+        runs[protocol] = ({s["id"]: s["speaker_track_id"] for s in segments_of(p, vid)}, info["track_scores"])
+    (official, official_scores), (fast, fast_scores) = runs["multi-length"], runs["one-pass"]
+    assert fast == official and {sides[t] for t in fast.values()} == {clip.speaker_side}
+    for seg_id, scores in official_scores.items():
+        assert {k: v > 0 for k, v in scores.items()} == {k: v > 0 for k, v in fast_scores[seg_id].items()}, \
+            (official_scores, fast_scores)
+
+
 def test_sync_fallback_picks_the_true_speaker(tracked, shared_models, monkeypatch):
     clip, proj, vid = tracked
     _run_asd(proj, "sync")
@@ -240,3 +262,30 @@ def test_batched_multi_length_scoring_equals_chunk_by_chunk():
         feats = rng.standard_normal((4 * t, 13)).astype(np.float32)
         want = chunk_by_chunk_scores(net, faces, feats)
         np.testing.assert_allclose(A.multi_length_scores(net, faces, feats), want, rtol=1e-4, atol=1e-4)
+
+
+def test_one_pass_batches_equal_tracks_as_single_passes():
+    """score_tracks batches the tracks of one segment; each must score as if alone."""
+    torch.manual_seed(1)
+    net = A.LightASD().eval()
+    rng = np.random.default_rng(1)
+    tracks = [(rng.integers(0, 255, (t, 112, 112), dtype=np.uint8), rng.standard_normal((4 * t, 13)).astype(np.float32))
+              for t in (30, 47, 30)]
+    got = A.score_tracks(net, tracks, protocol="one-pass", precision="fp32")
+    with torch.inference_mode():
+        for (faces, feats), g in zip(tracks, got):
+            want = net(torch.from_numpy(feats)[None], torch.from_numpy(faces)[None])[0].numpy()
+            np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-4)
+    official = A.score_tracks(net, tracks[:1], protocol="multi-length", precision="fp32")[0]
+    np.testing.assert_allclose(official, chunk_by_chunk_scores(net, *tracks[0]), rtol=1e-4, atol=1e-4)
+
+
+def test_precision_and_protocol_settings():
+    assert A.resolve_precision("fp32") == "fp32" and A.resolve_precision("bf16") == "bf16"
+    assert A.resolve_precision("auto", "cuda:0") == "fp32"
+    assert A.resolve_precision("auto", "cpu") in ("bf16", "fp32")
+    with pytest.raises(ModelMissingError, match="precision"):
+        A.resolve_precision("fp8")
+    with pytest.raises(ModelMissingError, match="protocol"):
+        A.score_tracks(A.LightASD().eval(), [(np.zeros((5, 112, 112), np.uint8), np.zeros((20, 13), np.float32))],
+                       protocol="three-pass")

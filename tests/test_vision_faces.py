@@ -258,8 +258,10 @@ def test_corrupt_video_is_processed_and_recorded(tmp_path, left_clip):
     st = stage_info(proj, vid, "faces")
     assert st["status"] == "done" and st["info"]["corrupt_frames"] == 6
     assert len(tracks_of(proj, vid)) == 2
-    (err,) = errors_of(proj, "faces")
-    assert err["video_id"] == vid and "6 corrupt" in err["message"] and "corrupt.mkv" in err["message"]
+    # Not a failure of the item (the runner owns the errors table): a warning in its state.
+    assert errors_of(proj, "faces") == []
+    (warning,) = [w for w in st["info"]["warnings"] if "corrupt" in w]
+    assert "6 corrupt" in warning and "corrupt.mkv" in warning and "\n" not in warning
 
 
 def test_video_without_video_stream_fails_alone(tmp_path, left_clip):
@@ -283,3 +285,64 @@ def test_video_without_video_stream_fails_alone(tmp_path, left_clip):
     (err,) = errors_of(proj, "faces")
     assert err["video_id"] == bad_vid and "speech.m4a" in err["message"] and "no video stream" in err["message"]
     assert "\n" not in err["message"]
+
+
+# ---- sparse detection: the detector on every 5th frame, boxes carried in between ---------------
+def _faces_result(proj, vid, every: int) -> dict:
+    from mikupal.project import Project
+    from mikupal.vision.stages import FacesStage
+
+    stage = FacesStage(Project.open(proj.root, [f"faces.detect_every={every}"]))
+    db = proj.db()
+    try:
+        task = stage.prepare(db, vid)
+    finally:
+        db.conn.close()
+    stage.load()
+    return stage.process(task)
+
+
+def _boxes_by_frame(result: dict) -> dict[tuple[str, int], np.ndarray]:
+    return {(_side(row[1:]), round(row[0] * 25)): np.array(row[1:]) for t in result["tracks"] for row in t["boxes"]}
+
+
+def test_sparse_detection_keeps_every_frame_boxes(tmp_path, shared_models, monkeypatch):
+    """detect_every = 5 against detect_every = 1 (the reference) and the generator's truth:
+    the same frames covered, boxes within a few pixels (IoU), a fifth of the detector calls."""
+    from mikupal.demo import DEMO_LINES, make_demo_clip
+
+    monkeypatch.setenv("MIKUPAL_MODELS_DIR", str(shared_models))
+    clip = make_demo_clip(tmp_path / "two.mp4", lines=DEMO_LINES[:2], speaker="left")
+    proj, vid = project_with_video(tmp_path / "p", clip.path, [c[:2] for c in clip.cues])
+    dense, sparse = _faces_result(proj, vid, 1), _faces_result(proj, vid, 5)
+    assert len(dense["tracks"]) == len(sparse["tracks"]) == 2
+    assert dense["detected_frames"] == dense["frames"] == sparse["frames"]
+    assert sparse["detected_frames"] <= dense["frames"] / 5 + 1 + len(merge_spans([c[:2] for c in clip.cues], 0.5))
+    ref, got = _boxes_by_frame(dense), _boxes_by_frame(sparse)
+    assert set(got) == set(ref)  # every frame the dense tracks cover, and no other
+    iou = np.array([F.box_iou(ref[k][None], got[k][None])[0, 0] for k in ref])
+    dev = np.array([np.abs(ref[k] - got[k]).max() for k in ref])
+    # The silent face jitters +-3 px every frame (the generator's rng): interpolation between
+    # detections cannot follow that, so a corner may be off by jitter plus detector noise.
+    assert iou.mean() > 0.93 and iou.min() > 0.75, (iou.mean(), iou.min())
+    assert np.median(dev) <= 3.0 and dev.max() <= 14.0, (np.median(dev), dev.max())
+    speaker = np.array([F.box_iou(ref[k][None], got[k][None])[0, 0] for k in ref if k[0] == clip.speaker_side])
+    assert speaker.min() > 0.9  # the speaking face does not move: carried boxes stay on it
+    for side, truth in clip.face_boxes.items():
+        sel = np.array([got[k] for k in got if k[0] == side])
+        truth_iou = F.box_iou(sel, np.array([truth], float))[:, 0]
+        assert truth_iou.min() > 0.5, (side, truth_iou.min())
+
+
+def test_detection_frames_follow_spans_and_cuts():
+    from mikupal.vision.stages import _DetectionFrames
+
+    pick = _DetectionFrames([(0.0, 1.0), (2.0, 2.6)], 25, 5)  # grids 0..25 and 50..65
+    wanted = []
+    for k in list(range(0, 26)) + list(range(50, 66)):
+        if k == 12:
+            pick.restart(12)  # a scene cut at frame 12: count again from there
+        if pick.wants(k):
+            wanted.append(k)
+    # each span's first and last frame, every 5th in between, the cut frame and every 5th after
+    assert wanted == [0, 5, 10, 12, 17, 22, 25, 50, 55, 60, 65]

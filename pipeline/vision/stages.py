@@ -78,12 +78,19 @@ class FacesStage(Stage):
         if not Path(path).is_file():
             raise StageError(f"{path}: video file is missing; restore it or remove the video from the project")
         spans = merge_spans([(s[1], s[2]) for s in task["segments"]], float(c["margin_s"]), task.get("duration_s"))
+        every = int(c["detect_every"])
+        thr, max_gap = float(c["scene_cut_threshold"]), max(int(c["max_gap_frames"]), every)
         stats = DecodeStats()
+        picker = _DetectionFrames(spans, fps, every)
         detections: list[tuple[int, np.ndarray]] = []
         cuts: set[int] = set()
         batch = []
-        prev = None  # (index, histogram)
-        thr, max_gap = float(c["scene_cut_threshold"]), int(c["max_gap_frames"])
+        prev = None  # (frame, histogram, chosen for detection)
+
+        def choose(fr):
+            batch.append(fr)
+            if len(batch) >= self.detector.batch_size:
+                flush()
 
         def flush():
             for fr, dets in zip(batch, self.detector.detect([f.image for f in batch])):
@@ -91,15 +98,23 @@ class FacesStage(Stage):
             batch.clear()
 
         scale = 1.0
+        # Every frame is decoded (H.264 needs it anyway) and its colour histogram checked for
+        # a cut; the detector runs on every `detect_every`-th frame, on both sides of a cut
+        # and on a span's last frame. The tracker interpolates the boxes in between. The
+        # choice for frame k waits for frame k+1 (one frame of look-ahead for cuts).
         for fr in iter_frames(path, spans, fps, width=int(c["detect_width"]), fmt="rgb24", stats=stats):
             hist = faces_mod.frame_histogram(fr.image)
-            if prev is not None and fr.index - prev[0] <= max_gap + 1 and faces_mod.histogram_distance(prev[1], hist) > thr:
+            cut = (prev is not None and fr.index - prev[0].index <= max_gap + 1
+                   and faces_mod.histogram_distance(prev[1], hist) > thr)
+            if cut:
                 cuts.add(fr.index)
-            prev = (fr.index, hist)
+                picker.restart(fr.index)
+            if prev is not None and (prev[2] or cut):
+                choose(prev[0])
+            prev = (fr, hist, picker.wants(fr.index))
             scale = fr.scale
-            batch.append(fr)
-            if len(batch) >= self.detector.batch_size:
-                flush()
+        if prev is not None:
+            choose(prev[0])  # the last decoded frame always: tracks reach the end
         if batch:
             flush()
         if spans and stats.frames == 0:
@@ -107,7 +122,8 @@ class FacesStage(Stage):
                              f"({stats.corrupt} corrupt packets); re-encode the file with ffmpeg")
         tracks = faces_mod.track_faces(
             detections, cuts=cuts, iou_threshold=float(c["iou_threshold"]), max_gap=max_gap,
-            min_frames=int(c["min_track_frames"]), smooth=int(c["smooth_frames"]),
+            # min_track_frames counts frames; a sparse detector sees 1 in `every` of them
+            min_frames=max(1, -(-int(c["min_track_frames"]) // every)), smooth=int(c["smooth_frames"]),
         )
         w, h = stats.width, stats.height
         out = []
@@ -118,26 +134,49 @@ class FacesStage(Stage):
             boxes = [[round(k / fps, 3), *(round(float(x), 1) for x in row)] for k, row in zip(t.frames, b)]
             out.append({"start_s": round(t.start / fps, 3), "end_s": round(t.end / fps, 3), "boxes": boxes,
                         "detected_frames": int(t.detected.sum())})
-        return {"tracks": out, "frames": stats.frames, "corrupt_frames": stats.corrupt,
-                "scene_cuts": [round(k / fps, 3) for k in sorted(cuts)], "detector": self.detector.name,
-                "warnings": list(self.warnings), "width": w, "height": h}
+        warnings = list(self.warnings)
+        if stats.corrupt:
+            warnings.append(f"{stats.corrupt} corrupt video packets skipped during face detection in "
+                            f"{Path(path).name}; faces there are interpolated or missing — re-encode the file "
+                            "with ffmpeg to recover them")
+            log.warning("video %s: %s", task["video_id"], warnings[-1])
+        return {"tracks": out, "frames": stats.frames, "detected_frames": len(detections),
+                "corrupt_frames": stats.corrupt, "scene_cuts": [round(k / fps, 3) for k in sorted(cuts)],
+                "detector": self.detector.name, "warnings": warnings, "width": w, "height": h}
 
-    def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> None:
-        """Replace the video's tracks (the runner wraps this in one transaction)."""
+    def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        """Replace the video's tracks; return the stage_state info (the runner stores it)."""
         vid = task["video_id"]
         db.conn.execute("DELETE FROM tracks WHERE video_id=?", (vid,))
         for t in result["tracks"]:
             db.conn.execute("INSERT INTO tracks (video_id, start_s, end_s, boxes_json) VALUES (?,?,?,?)",
                             (vid, t["start_s"], t["end_s"], json.dumps(t["boxes"], separators=(",", ":"))))
-        info = {k: result[k] for k in ("frames", "corrupt_frames", "scene_cuts", "detector", "warnings")}
+        info = {k: result[k] for k in ("frames", "detected_frames", "corrupt_frames", "scene_cuts", "detector", "warnings")}
         info["tracks"] = len(result["tracks"])
-        store.set_stage_state(db, vid, self.name, "done", cache_key=task["cache_key"], info=info)
-        if result["corrupt_frames"]:
-            store.record_error(
-                db, self.name,
-                f"video {vid} ({Path(task['path']).name}): {result['corrupt_frames']} corrupt video packets skipped "
-                "during face detection; faces there are interpolated or missing — re-encode the file with ffmpeg to recover them",
-                video_id=vid, path=task["path"])
+        return info
+
+
+class _DetectionFrames:
+    """Which grid frames the detector sees: every ``every``-th counted from the start of each
+    span and from each scene cut, plus each span's last grid frame. Asked in frame order."""
+
+    def __init__(self, spans, fps: float, every: int):
+        grids = [g for g in (grid_indices(a, b, fps) for a, b in spans) if len(g)]
+        self.every = max(1, every)
+        self.starts = sorted(g[0] for g in grids)
+        self.ends = {g[-1] for g in grids}
+        self.anchor, self.next_start = None, 0
+
+    def restart(self, k: int) -> None:
+        self.anchor = k
+
+    def wants(self, k: int) -> bool:
+        while self.next_start < len(self.starts) and self.starts[self.next_start] <= k:
+            self.anchor = max(self.anchor if self.anchor is not None else -1, self.starts[self.next_start])
+            self.next_start += 1
+        if self.every == 1 or k in self.ends or self.anchor is None:
+            return True
+        return (k - self.anchor) % self.every == 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -170,6 +209,8 @@ class AsdStage(Stage):
             self.net = asd_mod.load_talknet(models.ensure("talknet", self.cfg), dev)
         elif self.model_name != "sync":
             raise ModelMissingError(f"[asd] model = {self.model_name!r}: use light-asd, talknet or sync")
+        self.protocol = c["protocol"]
+        self.precision = asd_mod.resolve_precision(c["precision"], dev)
 
     def _light_asd_path(self, models, weights: str) -> Path:
         # Weights known to the model registry are fetched/checked there; others are a local file.
@@ -200,7 +241,7 @@ class AsdStage(Stage):
                     for tid, g in active.items():
                         if g.first <= fr.index <= g.last:
                             crops[tid][fr.index] = asd_mod.crop_face(fr.image, *g.crop_geometry(fr.index, fr.scale))
-            scores, spans = {}, {}
+            spans, inputs = {}, []
             for tid in active:
                 have = sorted(crops[tid])
                 if len(have) < MIN_ASD_FRAMES:
@@ -208,21 +249,27 @@ class AsdStage(Stage):
                 k0, k1 = have[0], have[-1]
                 # int16 scale, as TalkNet reads its wav files (the MFCC energy term depends on it)
                 audio = read_audio(audio_path, k0 / fps, (k1 + 1) / fps) * 32768.0
-                scores[tid] = self._score(_fill(crops[tid], k0, k1), audio)
                 spans[tid] = (k0, k1)
+                inputs.append((_fill(crops[tid], k0, k1), audio))
+            del crops
+            scores = dict(zip(spans, self._score(inputs)))
             bbox = {tid: tracks[tid].median_box(*spans[tid]) for tid in scores}
             results.append(_decide(seg, scores, bbox, self.cfg["asd"]))
-        return {"segments": results, "model": self.model_name, "frames": stats.frames, "corrupt_frames": stats.corrupt}
+        return {"segments": results, "model": self.model_name, "frames": stats.frames, "corrupt_frames": stats.corrupt,
+                "protocol": None if self.model_name == "sync" else self.protocol,
+                "precision": None if self.model_name == "sync" else self.precision}
 
-    def _score(self, faces: np.ndarray, samples: np.ndarray) -> float:
+    def _score(self, inputs: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+        """Mean speaking score of each (crops, audio) track of one segment."""
         if self.model_name == "sync":
-            return asd_mod.sync_score(faces, samples, 16000)
-        feats = asd_mod.mfcc(samples, 16000)
-        # Light-ASD and TalkNet share inputs, interface and the multi-length protocol.
-        return float(np.mean(asd_mod.multi_length_scores(self.net, faces, feats, _device(self.device))))
+            return [asd_mod.sync_score(faces, samples, 16000) for faces, samples in inputs]
+        # Light-ASD and TalkNet share inputs, interface and the scoring protocols.
+        logits = asd_mod.score_tracks(self.net, [(f, asd_mod.mfcc(a, 16000)) for f, a in inputs],
+                                      protocol=self.protocol, precision=self.precision, device=_device(self.device))
+        return [float(np.mean(x)) for x in logits]
 
-    def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> None:
-        """Write every segment's speaker fields (the runner wraps this in one transaction)."""
+    def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        """Write every segment's speaker fields; return the stage_state info (the runner stores it)."""
         vid = task["video_id"]
         counts: dict[str, int] = {}
         keep = ",".join("?" * len(ASD_STATUSES))
@@ -234,10 +281,9 @@ class AsdStage(Stage):
                  *ASD_STATUSES, r["status"], r["id"], vid),
             )
             counts[r["status"]] = counts.get(r["status"], 0) + 1
-        info = {"model": result["model"], "statuses": counts, "frames": result["frames"],
-                "corrupt_frames": result["corrupt_frames"],
+        return {"model": result["model"], "protocol": result["protocol"], "precision": result["precision"],
+                "statuses": counts, "frames": result["frames"], "corrupt_frames": result["corrupt_frames"],
                 "track_scores": {str(r["id"]): r["scores"] for r in result["segments"]}}
-        store.set_stage_state(db, vid, self.name, "done", cache_key=task["cache_key"], info=info)
 
 
 def _decide(seg: list, scores: dict[int, float], bbox: dict[int, list], cfg: dict) -> dict:
