@@ -374,17 +374,25 @@ class Player(QWidget):
             self.seek(self.window[0])
 
     def _choose_backend(self) -> None:
-        """VLC times MPEG-TS from its first PCR and seeks it by byte estimates, so its
-        pictures cannot be matched to the analysis clock: such files play their exact
-        PyAV frames, without sound, and the player says so."""
-        ts = self._av is not None and self._av.reader.container.format.name == "mpegts"
+        """VLC cannot time two kinds of files on the analysis clock: MPEG-TS (it counts from
+        the first PCR and seeks by byte estimates) and files whose video starts after the
+        audio (after a seek it ignores an MP4 edit list's delay). Those play their exact
+        PyAV frames, without sound, and the player says why."""
+        why = ""
+        if self._av is not None and self._vlc_all is not None:
+            r = self._av.reader
+            if r.container.format.name == "mpegts":
+                why = "MPEG-TS plays without sound here; remux for sound: ffmpeg -i IN.ts -c copy OUT.mp4"
+            elif r.video_start > 0.1:
+                why = (f"The video starts {r.video_start:.2f} s after the audio: exact frames without sound, "
+                       "so pictures match the analysis")
         if self._vlc_all is not None:
-            if ts and self.vlc is not None:
+            if why and self.vlc is not None:
                 self.vlc.mp.stop()
-            self.vlc = None if ts else self._vlc_all
+            self.vlc = None if why else self._vlc_all
         self.backend = "vlc" if self.vlc else "av"
-        if ts and self._vlc_all is not None:
-            self.view.set_message("MPEG-TS plays without sound here; remux for sound: ffmpeg -i IN.ts -c copy OUT.mp4")
+        if why:
+            self.view.set_message(why)
         elif self._av is not None:
             self.view.set_message(self._why)
 

@@ -363,3 +363,43 @@ def test_a_tilted_display_matrix_is_refused_in_one_line(tmp_path):
     assert not rep.added and len(rep.failed) == 1
     msg = rep.failed[0][1]
     assert "tilted.mp4" in msg and "45 degrees" in msg and "ffmpeg" in msg and "\n" not in msg
+
+
+def _shown_code(view) -> int:
+    img = view.image.convertToFormat(view.image.Format.Format_RGB888)
+    w, h = img.width(), img.height()
+    arr = np.frombuffer(img.constBits(), np.uint8, count=img.bytesPerLine() * h).reshape(h, -1)[:, : w * 3]
+    return read_code(arr.reshape(h, w, 3))
+
+
+@pytest.mark.gui
+@pytest.mark.parametrize("name", ["rot90.mp4", "anamorphic.mkv", "editlist.mp4", "vp9_opus.webm"])
+def test_vlc_playback_shows_the_frame_of_its_time(torture, qtbot, monkeypatch, name):
+    """While the player plays, every picture shown carries the time its boxes are drawn for:
+    the frame code on screen is the ground-truth frame of that time.
+    VLC plays these, except the edit-list file (VLC ignores the video's delay after a
+    seek), which plays exact PyAV frames."""
+    monkeypatch.setenv("MIKUPAL_AUDIO", "none")
+    monkeypatch.delenv("MIKUPAL_PLAYER", raising=False)
+    from mikupal_gui.player import Player
+
+    c = torture["cases"][name]
+    p = Player(context_s=0.0)
+    qtbot.addWidget(p)
+    try:
+        if p.vlc is None:
+            pytest.skip("libVLC is not installed (apt install vlc)")
+        p.load(str(c.path), c.size, 25.0, SEG, [], None)
+        assert p.backend == ("av" if name == "editlist.mp4" else "vlc")
+        samples = []
+        p.positionChanged.connect(lambda t: samples.append((t, _shown_code(p.view))) if p.playing else None)
+        p.play()
+        qtbot.waitUntil(lambda: not p.playing, timeout=60000)
+        assert len(samples) > 10
+        for t, code in samples:
+            want = c.expected_codes(t)
+            # VLC's pictures are timed by their display instants: under load one may be
+            # labelled a frame late; a clock error (TS PCR, edit list) is 12+ frames
+            assert min(abs(code - n) for n in want) <= 2, (t, code, want, samples)
+    finally:
+        p.shutdown()
