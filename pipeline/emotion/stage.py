@@ -297,8 +297,9 @@ class EmotionStage(Stage):
                 log.warning("emotion stage stopped: %s", self._stopped)
             raise stage_error(f"{item}: {self._stopped}", stops_stage=True) from None
         except TransientError as e:
+            hint = "; set [emotion] rpm/tpm to your quota tier's limits" if e.throttled else ""
             raise StageError(f"{item}: {self.backend_name} still failing after {self.cfg['emotion']['max_retries']} "
-                             f"retries ({scrub(e)}); run again later") from None
+                             f"retries ({scrub(e)}); run again later{hint}") from None
         except StageError:
             raise
         except Exception as e:  # noqa: BLE001 - e.g. HTTP 400/401/403: one secret-free line
