@@ -527,7 +527,7 @@ def test_without_a_display_mikupal_gui_says_so_in_one_line(small, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
     env["HOME"] = str(tmp_path)
     if sys.platform.startswith("linux"):
-        r = subprocess.run([sys.executable, "-m", "mikupal.cli", "gui", str(small.root)], env=env,
+        r = subprocess.run([sys.executable, "-m", "mikupal_gui.launcher", "gui", str(small.root)], env=env,
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 1
         assert r.stderr.strip().count("\n") == 0 and "no display" in r.stderr
