@@ -121,9 +121,9 @@ class SeparateStage(_AudioStage):
         return out
 
     def _separate(self, task: dict, mix44k: str) -> dict:
-        import os
-
         import soundfile as sf
+
+        from ..fileutil import atomic_write
 
         from ..media.resample import StreamResampler
 
@@ -132,9 +132,10 @@ class SeparateStage(_AudioStage):
         v44, v16 = d / "vocals44k.wav", d / "vocals16k.wav"
         if v44.is_file() and v16.is_file():
             return {"vocals44k": str(v44), "vocals16k": str(v16)}
-        t44, t16 = v44.with_name(v44.name + ".part"), v16.with_name(v16.name + ".part")
         to16k = StreamResampler(SEP_RATE, ASR_RATE)
-        with sf.SoundFile(str(t44), "w", SEP_RATE, 1, "PCM_16", format="WAV") as w44, \
+        # unique temporary names, renamed when both are complete, removed on failure
+        with atomic_write(v16) as t16, atomic_write(v44) as t44, \
+                sf.SoundFile(str(t44), "w", SEP_RATE, 1, "PCM_16", format="WAV") as w44, \
                 sf.SoundFile(str(t16), "w", ASR_RATE, 1, "PCM_16", format="WAV") as w16:
 
             def writer(block: np.ndarray) -> None:
@@ -150,8 +151,6 @@ class SeparateStage(_AudioStage):
                 raise StageError(f"{task['path']}: separation failed ({type(e).__name__}: {str(e)[:200]}); "
                                  f"try separate.model = \"none\"") from None
             w16.write(to16k.flush())
-        os.replace(t44, v44)
-        os.replace(t16, v16)
         return {"vocals44k": str(v44), "vocals16k": str(v16)}
 
     def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> dict:
