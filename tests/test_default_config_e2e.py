@@ -130,6 +130,10 @@ def test_default_configuration_labels_who_speaks_and_drops_the_faceless_line(pro
         assert summary.ok, store.rows(db, "SELECT stage, message FROM errors")
         for stage in STAGE_ORDER[:-1]:
             assert store.get_stage_state(db, vid, stage)["status"] == "done", stage
+        sep = store.get_stage_state(db, vid, "separate")["info"]
+        assert sep["model"] == TINY_MDX and Path(sep["vocals16k"]).is_file()
+        assert sep["snr_after_db"] > sep["snr_before_db"]  # the band-pass "vocals" shed the room noise
+        assert store.get_stage_state(db, vid, "vad")["info"]["engine"] == "webrtc"
         assert store.get_stage_state(db, vid, "asr")["info"]["source"] == "whisper"
         assert store.get_stage_state(db, vid, "faces")["info"].get("detector", "ultraface") == "ultraface"
 
@@ -163,6 +167,8 @@ def test_default_configuration_labels_who_speaks_and_drops_the_faceless_line(pro
         assert sorted(a["segment_id"] for a in ann) == ok_ids
         assert {(a["primary_emotion"], a["backend"], a["model"], a["run_index"]) for a in ann} == \
             {(PRIMARY, "gemini", proj.config["emotion"]["model"], 0)}
-        assert server.count("POST", ":generateContent") == len(ok_ids)
+        asked = [r for r in server.requests if r["path"].endswith(":generateContent")]
+        assert len(asked) == len(ok_ids)
+        assert all("hello" in json.dumps(r["json"]) for r in asked)  # the transcript went with the clip
     finally:
         server.close()
