@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 
 from mikupal import media, store
@@ -18,6 +19,27 @@ from mikupal.stage import Stage, StageError
 
 def _sleep_s(name: str) -> float:
     return float(os.environ.get(f"MIKUPAL_TEST_{name.upper()}_SLEEP", "0") or 0)
+
+
+_held = {"n": 0}
+_held_lock = threading.Lock()
+
+
+def _hold() -> None:
+    """With MIKUPAL_TEST_LABEL_HOLD_AFTER=N, items after the N-th wait (at most 120 s) until the
+    file MIKUPAL_TEST_LABEL_RELEASE exists: a subprocess run that cannot finish before it is killed."""
+    after = os.environ.get("MIKUPAL_TEST_LABEL_HOLD_AFTER")
+    if not after:
+        return
+    with _held_lock:
+        _held["n"] += 1
+        n = _held["n"]
+    if n <= int(after):
+        return
+    release = os.environ.get("MIKUPAL_TEST_LABEL_RELEASE", "")
+    deadline = time.monotonic() + 120
+    while not (release and os.path.exists(release)) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 class ProbeStage(Stage):
@@ -91,6 +113,7 @@ class LabelStage(Stage):
 
     def process(self, task):
         time.sleep(_sleep_s(self.name))
+        _hold()
         if "poison" in (task["text"] or ""):
             raise StageError(f"segment {task['segment_id']}: the text is poisoned; edit it and rerun")
         digest = hashlib.sha256(f"{task['text']}|{task['run_index']}".encode()).hexdigest()

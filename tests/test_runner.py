@@ -178,7 +178,9 @@ def test_missing_upstream_is_reported_once_with_the_fix(project):
 def test_sigkill_mid_stage_then_resume_annotates_exactly_once(project):
     db = project.db()
     add_fake_videos(db, 6)
-    env = {**os.environ, "MIKUPAL_TEST_LABEL_SLEEP": "0.02", "PYTHONPATH": f"{TESTS}{os.pathsep}{REPO}"}
+    # Items after the 12th wait for a file that never comes: the run is still going when killed.
+    env = {**os.environ, "MIKUPAL_TEST_LABEL_HOLD_AFTER": "12", "MIKUPAL_TEST_LABEL_RELEASE": str(project.root / "never"),
+           "PYTHONPATH": f"{TESTS}{os.pathsep}{REPO}"}
     script = (
         "import sys; from mikupal.project import Project; from mikupal.runner import Runner;"
         "from runner_stages import SplitStage, LabelStage;"
@@ -193,7 +195,7 @@ def test_sigkill_mid_stage_then_resume_annotates_exactly_once(project):
             if n >= 10 or proc.poll() is not None:
                 break
             time.sleep(0.01)
-        assert proc.poll() is None, "the pipeline ended before it could be killed; raise the sleep"
+        assert proc.poll() is None, "the held pipeline ended by itself"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -328,19 +330,21 @@ def test_commit_failure_rolls_back_the_whole_item(project):
     assert "disk full" in store.rows(db, "SELECT message FROM errors")[0]["message"]
 
 
-def test_cancel_does_not_wait_for_a_long_item(project, monkeypatch):
-    # An item far longer than the cancel grace (a slow LLM call): run() returns while it is still
+def test_cancel_does_not_wait_for_a_long_item(project):
+    # An item that outlasts the cancel grace (a slow LLM call): run() returns while it is still
     # inside process(), and its late result is never committed.
-    monkeypatch.setenv("MIKUPAL_TEST_LABEL_SLEEP", "4")
     db = project.db()
     add_fake_videos(db, 1)
     Runner(project, [SplitStage]).run()
-    started, finished = threading.Event(), threading.Event()
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+    workers = []
 
     class Slow(LabelStage):
         def process(self, task):
+            workers.append(threading.current_thread())
             started.set()
             try:
+                release.wait(120)  # held until run() has returned
                 return super().process(task)
             finally:
                 finished.set()
@@ -350,8 +354,11 @@ def test_cancel_does_not_wait_for_a_long_item(project, monkeypatch):
     summary = runner.run()
     assert summary.status == "cancelled"
     assert started.is_set() and not finished.is_set()
-    finished.wait(10)
-    time.sleep(0.2)
+    release.set()
+    assert finished.wait(60)
+    for t in workers:  # the worker hands its result over and stops; nobody commits it
+        t.join(timeout=60)
+        assert not t.is_alive()
     assert db.conn.execute("SELECT COUNT(*) FROM annotations").fetchone()[0] == 0
 
 
