@@ -300,3 +300,15 @@ def test_answers_for_a_changed_prompt_are_not_stored_under_the_new_one(bproject,
     assert len(creates(server)) == 2  # the old job was not taken as an answer to the new prompt
     states = [r[0] for r in db2.conn.execute("SELECT state FROM batch_requests ORDER BY job_id, rowid")]
     assert states == ["stale"] * 3 + ["answered"] * 3
+
+
+def test_batch_run_without_a_key_is_one_clear_line(bproject, server, monkeypatch):
+    from mikupal.runner import Runner
+
+    monkeypatch.delenv("GEMINI_API_KEY")
+    set_cfg(bproject, emotion__batch=True)
+    summary = Runner(bproject, "emotion").run()
+    errs = errors(bproject.db())
+    assert summary.stages["emotion"].failed == 3 and len(errs) == 1
+    assert "set GEMINI_API_KEY" in errs[0]["message"] and "\n" not in errs[0]["message"]
+    assert server.requests == []
