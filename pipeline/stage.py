@@ -11,6 +11,8 @@ Declarations (class attributes)::
     config_sections  config sections that change the output (part of the cache key)
     num_gpus         Ray GPUs per actor on GPU clusters (a default, the config may override)
     thread_safe      one instance may serve several worker threads at once
+    supports_batch   the stage can also run through a batch driver (the Gemini Batch API);
+                     the runner uses it when the driver instance's ``batch`` is set
 
 Driver side (the runner's thread; has the SQLite store):
 

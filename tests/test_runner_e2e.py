@@ -84,8 +84,8 @@ def test_mikupal_run_labels_the_demo_clip_and_isolates_a_corrupt_video(project, 
     assert st["stages"]["emotion"]["done"] == len(kept) and st["stages"]["separate"]["failed"] == 1
     # Pending is what the next run will do: the corrupt video for separate, nothing else.
     assert st["stages"]["separate"]["pending"] == 1 and st["stages"]["emotion"]["pending"] == 0
-    # A model change makes every kept segment pending again (the run's own cache keys).
-    changed = type(project).open(project.root, ['emotion.model="another-model"'])
+    # Another label set makes every kept segment pending again (the run's own cache keys).
+    changed = type(project).open(project.root, ['emotion.label_set="ekman6"'])
     assert project_status(changed, db)["stages"]["emotion"]["pending"] == len(kept)
 
 
