@@ -403,3 +403,35 @@ def test_vlc_playback_shows_the_frame_of_its_time(torture, qtbot, monkeypatch, n
             assert min(abs(code - n) for n in want) <= 2, (t, code, want, samples)
     finally:
         p.shutdown()
+
+
+def test_project_audio_track_reaches_analysis_clip_and_export(torture, tmp_path):
+    """[media] audio_track = "ja" is the track the audio stages analyse (its own cached
+    rendering), the one the LLM clip carries and the one a mix export renders."""
+    from mikupal.audio.stages import audio_paths, ensure_audio
+    from mikupal.emotion.clips import AUDIO_RATE, ClipSpec, cut_clip, read_audio
+    from mikupal.export.audio import resolve_source
+    from mikupal.media import read_audio as read_wav
+    from mikupal.project import Project
+
+    c = torture["cases"]["two_tracks.mp4"]
+    g, g2 = _g16(torture["g"]), _g16(torture["g2"])
+    Project.create(tmp_path / "p")
+    default, ja = Project.open(tmp_path / "p"), Project.open(tmp_path / "p", ['media.audio_track="ja"'])
+    en = Project.open(tmp_path / "p", ["media.audio_track=0"])
+    assert audio_paths(ja, "ab" * 32)["mix16k"] != audio_paths(default, "ab" * 32)["mix16k"]
+    for proj, want in ((ja, g2), (en, g)):
+        mix = ensure_audio(proj, str(c.path), "ab" * 32 if proj is ja else "cd" * 32, stereo44=False)["mix16k"]
+        assert lag_of(read_wav(mix, *SEG), want, 16000)[1] > 0.6
+    clip = cut_clip(ClipSpec(str(c.path), "x", *SEG, crop="full", height=64, fps=5, audio_track="0"), tmp_path / "clips")
+    lag, corr = lag_of(read_audio(clip.path), g, AUDIO_RATE)
+    assert corr > 0.6 and abs(lag - SEG[0]) <= FRAME
+    video = {"id": 1, "path": str(c.path), "sha256": "ab" * 32}
+    src = resolve_source(ja, None, video, "mix", 24000)  # a non-default track: the stages' rendering
+    assert src.path.name == "mix44k.wav"
+    from scipy.signal import resample_poly
+
+    x = read_wav(src.path, *SEG)
+    x = x.mean(axis=1) if x.ndim > 1 else x
+    lag, corr = lag_of(resample_poly(x, 160, 441).astype(np.float32), g2, 16000)
+    assert corr > 0.6 and abs(lag - SEG[0]) <= FRAME
