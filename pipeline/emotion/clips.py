@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileutil import write_text_atomic
-from ..media import MediaError, VideoReader, decode_span, probe, write_mp4, write_wav
+from ..media import MediaError, NoVideoError, VideoReader, decode_span, probe, write_mp4, write_wav
 
 
 AUDIO_RATE = 16000  # what the annotators resample speech to anyway
@@ -119,9 +119,11 @@ def _video_frames(path: str, spec: ClipSpec):
     """(RGB frames at spec.fps over [t0, t1) cropped around the speaker, out_w, out_h), or
     None for a file without video. The picture is read at the size the clip needs (a 4K
     source is scaled by libswscale before it is cropped, never converted at full size)."""
-    if not probe(path).has_video:
+    try:
+        reader = VideoReader(path)
+    except NoVideoError:
         return None
-    with VideoReader(path) as r:
+    with reader as r:
         W, H = r.display_size
         if spec.crop == "speaker" and spec.bbox is not None:
             cx, cy, cw, ch = _crop_box(spec.bbox, W, H)

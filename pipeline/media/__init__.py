@@ -10,12 +10,12 @@ from .audio import (ASR_CHANNELS, ASR_RATE, SEP_CHANNELS, SEP_RATE, AudioTrack, 
                     iter_audio_blocks, read_audio, resampler, wav_info, write_wav)
 from .encode import write_mp4
 from .frames import DecodeStats, Frame, VideoReader, fit_width, grid_indices, iter_frames, merge_spans
-from .probe import (AUDIO_SUFFIXES, VIDEO_SUFFIXES, AudioTrackInfo, MediaError, ProbeInfo, audio_tracks,
-                    clock_origin, open_input, probe, select_audio)
+from .probe import (AUDIO_SUFFIXES, VIDEO_SUFFIXES, AudioTrackInfo, MediaError, NoVideoError, ProbeInfo,
+                    audio_tracks, clock_origin, open_input, probe, select_audio)
 
 __all__ = [
     "ASR_CHANNELS", "ASR_RATE", "SEP_CHANNELS", "SEP_RATE", "AUDIO_SUFFIXES", "VIDEO_SUFFIXES",
-    "AudioTrack", "AudioTrackInfo", "DecodeStats", "Frame", "MediaError", "ProbeInfo", "VideoReader",
+    "AudioTrack", "AudioTrackInfo", "DecodeStats", "Frame", "MediaError", "NoVideoError", "ProbeInfo", "VideoReader",
     "audio_tracks", "clock_origin", "decode_span", "extract_audio", "fit_width", "grid_indices",
     "iter_audio_blocks", "iter_frames", "merge_spans", "open_input", "probe", "read_audio", "resampler",
     "select_audio", "wav_info", "write_mp4", "write_wav",

@@ -73,7 +73,8 @@ def _placed(container, stream, src, origin: float, from_start: bool) -> Iterator
             frame.pts = None  # the resampler re-times; our clock is `expected`
             yield "frame", (frame, at)
     except av.error.FFmpegError as e:
-        raise MediaError(f"{src}: audio decoding failed ({type(e).__name__}: {e}); re-encode the file with ffmpeg") from None
+        raise MediaError(f"{src}: audio decoding failed ({type(e).__name__}: {e}); "
+                         "re-encode the file with ffmpeg") from None
 
 
 def _resample(res, frame, src) -> list:

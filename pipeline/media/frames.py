@@ -15,7 +15,6 @@ serves only times within half a frame of its own, so lost frames stay lost, not 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Iterator
 import av
 import numpy as np
 
-from .probe import (MediaError, clock_origin, display_size, first_frame_rotation, open_input, stream_start,
+from .probe import (NoVideoError, clock_origin, display_size, first_frame_rotation, open_input, stream_start,
                     video_fps)
 
 EPS = 1e-3  # timestamp rounding (ms-rounded times, 90 kHz ticks, float grid times)
@@ -109,7 +108,7 @@ class VideoReader:
         self.container = open_input(path)
         if not self.container.streams.video:
             self.container.close()
-            raise MediaError(f"{path}: has no video stream (audio only), so there is no picture to analyse; "
+            raise NoVideoError(f"{path}: has no video stream (audio only), so there is no picture to analyse; "
                              "faces and speakers are not detected for it")
         self.stream = st = self.container.streams.video[0]
         st.thread_type = "AUTO"

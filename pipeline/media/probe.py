@@ -33,6 +33,10 @@ class MediaError(Exception):
     """A file that cannot be used; the message names it and says what to do."""
 
 
+class NoVideoError(MediaError):
+    """The file has no video stream (audio only): there is no picture to read."""
+
+
 def open_input(path: str | Path):
     """Open a media file for reading; MediaError naming it otherwise."""
     try:
