@@ -265,7 +265,7 @@ class RunPanel(QWidget):
             over = [f"emotion.runs={self.runs.value()}"] + (["emotion.batch=true"] if self.batch.isChecked() else [])
             if self.model.currentText().strip():
                 over.append(f'emotion.model="{self.model.currentText().strip()}"')
-            est = estimate_project(Project.open(self.project_root, over))
+            est = estimate_project(Project.open(self.project_root, over, check=False))  # checked when opened
         except Exception:  # noqa: BLE001 - an estimate is a hint; the run reports real problems
             return
         if est.items:

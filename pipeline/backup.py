@@ -94,6 +94,10 @@ def auto_backup(db_path: str | Path, reason: str, conn: sqlite3.Connection | Non
     db_path = Path(db_path)
     if not db_path.exists() or keep <= 0:
         return None
+    autos = [b.path for b in list_backups(db_path.parent) if b.kind == "auto"]
+    changed = max(p.stat().st_mtime for p in _siblings(db_path)[:2] if p.exists())
+    if reason.startswith("run-") and autos and autos[0].stat().st_mtime > changed:
+        return None  # a run with nothing written since the newest backup: keep the older ones
     out = backups_dir(db_path.parent) / f"auto-{_stamp()}-{reason}.db"
     copy_database(conn if conn is not None else db_path, out)
     rotate(db_path.parent, keep)

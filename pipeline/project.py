@@ -70,12 +70,15 @@ class Project:
         return cls.open(root)
 
     @classmethod
-    def open(cls, root: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> "Project":
+    def open(cls, root: str | Path, overrides: list[str] | tuple[str, ...] = (), *, check: bool = True) -> "Project":
+        """The project at `root` with its settings; `check` runs the damage check on project.db
+        (skip it only where this process has just checked, e.g. the app re-reading settings)."""
         root = Path(root)
         if not (root / config_mod.CONFIG_NAME).exists():
             raise ProjectError(f"{root}: not a MIKU-PAL project (no {config_mod.CONFIG_NAME}); create it with: mikupal init {shlex.quote(str(root))}")
         cfg = config_mod.load(root, overrides)
-        check_database(root)
+        if check:
+            check_database(root)
         return cls(root=root.resolve(), config=cfg)
 
 

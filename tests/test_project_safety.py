@@ -353,10 +353,20 @@ def test_automatic_backups_rotate_and_spare_the_users_own(tmp_path):
     root = tmp_path / "p"
     Project.create(root)
     mine = backup.manual_backup(root)
-    made = [backup.auto_backup(root / "project.db", f"run-start") for _ in range(backup.KEEP_AUTO + 3)]
+    db = store.connect(root / "project.db")
+    made = []
+    for i in range(backup.KEEP_AUTO + 3):
+        db.conn.execute("INSERT INTO raters (name) VALUES (?)", (f"r{i}",))
+        made.append(backup.auto_backup(root / "project.db", "run-start"))
     left = sorted(p.name for p in (root / "backups").glob("auto-*.db"))
     assert left == sorted(p.name for p in made[-backup.KEEP_AUTO:])
     assert mine.exists()
+    # Nothing written since the newest one (a run with nothing to do): no new copy pushes out an older one.
+    assert backup.auto_backup(root / "project.db", "run-end") is None
+    c = sqlite3.connect(made[-1])
+    assert c.execute("SELECT COUNT(*) FROM raters").fetchone()[0] == backup.KEEP_AUTO + 3
+    c.close()
+    db.conn.close()
 
 
 def test_a_migration_backs_up_the_old_file_first(tmp_path):
