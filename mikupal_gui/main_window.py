@@ -159,7 +159,12 @@ class MainWindow(QMainWindow):
         sl.addWidget(self.filter_bar)
         self.segments_view = self._make_view()
         self.segments_view.doubleClicked.connect(self._segment_activated)
-        self.segments_view.setToolTip("Double-click (or Enter) to review a segment")
+        self.segments_view.setToolTip("Double-click (or Enter) to review a segment; right-click for its speaker")
+        from .speakers import attach_to_segments_table
+
+        attach_to_segments_table(self.segments_view,
+                                 lambda row: self.segments_model.segment_id(row) if self.segments_model else None,
+                                 lambda: self.project.db_path if self.project else None, self._speakers_changed)
         sl.addWidget(self.segments_view)
         split.addWidget(seg_box)
         split.setSizes([220, 600])
@@ -237,12 +242,15 @@ class MainWindow(QMainWindow):
         self.act_models = QAction("&Models…", self, triggered=self.open_models)
         self.act_models.setToolTip("Which model weights the project needs, which are here; download them")
         t.addAction(self.act_models)
+        self.act_speakers = QAction("&Speakers…", self, triggered=self.open_speakers)
+        self.act_speakers.setToolTip("Every speaker in the project: rename, merge")
+        t.addAction(self.act_speakers)
         h = mb.addMenu("&Help")
         h.addAction(QAction("&About MIKU-PAL", self, triggered=self._about))
         self._set_project_actions(False)
 
     def _set_project_actions(self, on: bool) -> None:
-        for a in (self.act_add, self.act_export, self.act_refresh):
+        for a in (self.act_add, self.act_export, self.act_refresh, self.act_speakers):
             a.setEnabled(on)
         self.run_panel.setEnabled(on)
         self.act_backup.setEnabled(on)
@@ -281,7 +289,7 @@ class MainWindow(QMainWindow):
         hs = self.segments_view.horizontalHeader()
         hs.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         for col, width in (("id", 50), ("video", 105), ("start", 60), ("duration", 55), ("status", 75),
-                           ("emotion", 95), ("score", 65), ("asd", 65), ("verdict", 80)):
+                           ("emotion", 95), ("score", 65), ("speaker", 110), ("asd", 50), ("verdict", 80)):
             self.segments_view.setColumnWidth(models.COLUMN_INDEX[col], width)
         hs.setSectionResizeMode(models.COLUMN_INDEX["text"], QHeaderView.ResizeMode.Stretch)  # full text in tooltip
         hs.setStretchLastSection(False)
@@ -340,6 +348,8 @@ class MainWindow(QMainWindow):
             return
         # The workspace speaks in annotation ids; the tables and the saved state in segments.
         self.review.verdictSaved.connect(lambda aid, _v: self._annotation_changed(aid))
+        if hasattr(self.review, "speaker_btn"):
+            self.review.speaker_btn.changed.connect(self.refresh)
         if hasattr(self.review, "verdictUndone"):
             self.review.verdictUndone.connect(self._annotation_changed)
         lay.addWidget(self.review)
@@ -595,6 +605,22 @@ class MainWindow(QMainWindow):
         dlg.raise_()
         dlg.activateWindow()
         return dlg
+
+    def open_speakers(self):
+        from .speakers import SpeakersDialog
+
+        if self.project is None:
+            return None
+        self.speakers_dialog = SpeakersDialog(self.project.db_path, self)
+        self.speakers_dialog.changed.connect(self._speakers_changed)
+        self.speakers_dialog.show()
+        return self.speakers_dialog
+
+    def _speakers_changed(self) -> None:
+        """A speaker was renamed, merged or split: the table and the review view show it."""
+        self.refresh()
+        if self.review is not None and hasattr(self.review, "speaker_btn"):
+            self.review.speaker_btn.set_segment(self.review.speaker_btn.segment_id)
 
     def _about(self) -> None:
         from mikupal import __version__

@@ -57,7 +57,9 @@ SEGMENT_COLUMNS: tuple[SegmentColumn, ...] = (
                   help="Primary emotion of the newest run-0 answer"),
     SegmentColumn("score", "Intensity", _SCORE, needs_primary=True, numeric=True,
                   help="Intensity (0-1) of the primary emotion"),
-    SegmentColumn("asd", "Speaker", "s.asd_score", numeric=True,
+    SegmentColumn("speaker", "Speaker", "(SELECT name FROM speakers WHERE id = s.speaker_id) COLLATE NOCASE",
+                  help="Who speaks (speakers stage); right-click a row to rename, merge, split off or move"),
+    SegmentColumn("asd", "ASD", "s.asd_score", numeric=True,
                   help="Active-speaker score of the chosen face track"),
     SegmentColumn("verdict", "Verdicts", _latest_verdict(False), needs_primary=True,
                   help="Each rater's latest verdict on the primary answer"),
@@ -146,8 +148,8 @@ SELECT s.id, s.video_id, v.path, s.start_s, s.end_s, s.text, s.status, pa.primar
               AND rv.id = (SELECT MAX(id) FROM reviews r2 WHERE r2.annotation_id = rv.annotation_id
                            AND r2.rater_id = rv.rater_id)
             ORDER BY ra.name)) AS verdicts,
-       pa.id AS annotation_id
-FROM segments s JOIN videos v ON v.id = s.video_id{_PRIMARY_JOIN}
+       pa.id AS annotation_id, sp.name AS speaker_name, s.speaker_id
+FROM segments s JOIN videos v ON v.id = s.video_id LEFT JOIN speakers sp ON sp.id = s.speaker_id{_PRIMARY_JOIN}
 WHERE s.id IN (SELECT value FROM json_each(?))
 """
 
@@ -290,7 +292,7 @@ class SegmentTableModel(QAbstractTableModel):
             return 0
         got = segment_rows(self._conn, ids)
         # A row deleted since the id query shows as empty rather than shifting the others.
-        self._rows.extend(got.get(i) or (i,) + (None,) * 11 for i in ids)
+        self._rows.extend(got.get(i) or (i,) + (None,) * 13 for i in ids)
         return len(ids)
 
     def canFetchMore(self, parent=QModelIndex()) -> bool:
@@ -403,6 +405,8 @@ class SegmentTableModel(QAbstractTableModel):
             return r[7] or "—"
         if key == "score":
             return "" if r[8] is None else f"{float(r[8]):.2f}"
+        if key == "speaker":
+            return r[12] or ""
         if key == "asd":
             return "" if r[9] is None else f"{float(r[9]):.2f}"
         if key == "verdict":

@@ -28,6 +28,7 @@ from mikupal.taxonomy import TaxonomyError, load_label_set
 from .label_panel import LabelPanel
 from .player import Player, decode_size, poster
 from .radar import RadarView
+from .speakers import SpeakerButton
 from .waveform import WaveformView, load_envelope
 
 QUEUE_TITLES = {"unreviewed": "Unreviewed (mine)", "emotion": "One emotion", "low_agreement": "Low agreement",
@@ -129,6 +130,8 @@ class ReviewWorkspace(QWidget):
         self.emotion_combo.activated.connect(self._queue_picked)
         top = QHBoxLayout()
         top.addWidget(self.rater_label)
+        self.speaker_btn = SpeakerButton(self.db_path, self)
+        top.addWidget(self.speaker_btn)
         top.addStretch(1)
         top.addWidget(QLabel("Queue:"))
         top.addWidget(self.queue_combo)
@@ -367,6 +370,7 @@ class ReviewWorkspace(QWidget):
             self.radar.clear_values("no annotation yet")
         self.note_edit.setText(((it.verdict or {}).get("comment") or "") if it.annotation else "")
         self.labels.show_item(it)
+        self.speaker_btn.set_segment(seg["id"])
         self._set_enabled(bool(it.annotation))
         self.pos_label.setText("outside queue" if standalone else f"{self.pos + 1} / {len(self.ids)}")
         self._position(self.player.position)

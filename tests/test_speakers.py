@@ -233,3 +233,47 @@ def test_silence_has_no_voice():
     assert enc.embed(np.zeros(16000, np.float32)) == (None, 0.0)
     vec, voiced = enc.embed(0.5 * F.espeak("Good morning to everyone here today.", F.RATE, voice="en-us"))
     assert vec.shape == (256,) and abs(float(np.linalg.norm(vec)) - 1) < 1e-4 and voiced > 1.0
+
+
+def test_asd_face_tracks_join_the_evidence(tmp_path):
+    """With the voice threshold out of reach, the ASD tracks alone group each video's segments;
+    a silent segment on a face track follows that face's speaker."""
+    proj, truth, by_video = F.build(tmp_path / "proj", tmp_path, {"speakers.cluster_threshold": 0.999,
+                                                                   "speakers.link_threshold": 0.999})
+    db = proj.db()
+    silent = {}
+    try:
+        with store.transaction(db):
+            for vid, segs in by_video.items():
+                dur = db.conn.execute("SELECT duration_s FROM videos WHERE id=?", (vid,)).fetchone()[0]
+                track = {}
+                for voice in sorted({truth[s] for s in segs}):  # one face per voice, both on screen throughout
+                    track[voice] = int(db.conn.execute(
+                        "INSERT INTO tracks (video_id, start_s, end_s, boxes_json) VALUES (?,?,?,?)",
+                        (vid, 0.0, dur, "[]")).lastrowid)
+                for s in segs:
+                    db.conn.execute("UPDATE segments SET speaker_track_id=?, status='ok' WHERE id=?", (track[truth[s]], s))
+                a_end = db.conn.execute("SELECT end_s FROM segments WHERE id=?", (segs[0],)).fetchone()[0]
+                sid = int(db.conn.execute(  # the pause after the first line, on the first voice's face
+                    "INSERT INTO segments (video_id, start_s, end_s, text, speaker_track_id, status) VALUES (?,?,?,?,?,?)",
+                    (vid, a_end + 0.15, a_end + 0.65, "", track[truth[segs[0]]], "ok")).lastrowid)
+                silent[vid] = (sid, segs[0])
+                store.set_stage_state(db, vid, "asd", "done", cache_key="test-asd")
+    finally:
+        db.conn.close()
+    F.run(proj)
+    assigned = F.assignments(proj)
+    voiced = {s: assigned[s] for s in truth}
+    assert F.purity(voiced, truth) == 1.0
+    for vid, segs in by_video.items():
+        assert len({assigned[s] for s in segs}) == 2  # two faces, two speakers per video
+        sid, first = silent[vid]
+        assert assigned[sid] == assigned[first]
+    db = proj.db()
+    try:
+        infos = [json.loads(r[0]) for r in db.conn.execute("SELECT info_json FROM stage_state WHERE stage='speakers'")]
+    finally:
+        db.conn.close()
+    assert sum(i["by_face"] for i in infos) == 2
+    # linking across videos is by voice only: at 0.999 nothing links, so 4 speakers
+    assert len(set(assigned.values())) == 4
