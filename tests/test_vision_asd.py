@@ -289,3 +289,22 @@ def test_precision_and_protocol_settings():
     with pytest.raises(ModelMissingError, match="protocol"):
         A.score_tracks(A.LightASD().eval(), [(np.zeros((5, 112, 112), np.uint8), np.zeros((20, 13), np.float32))],
                        protocol="three-pass")
+
+
+def test_folded_batchnorm_computes_the_plain_network(shared_models):
+    """load_light_asd folds each BatchNorm into its conv for inference; the result must be
+    the network as the state dict describes it (conv, then BatchNorm), state dict untouched."""
+    net = A.load_light_asd(shared_models / "light-asd" / "finetuning_TalkSet.model")
+    blocks = [net.model.visualEncoder.block1, net.model.visualEncoder.block2, net.model.visualEncoder.block3]
+    assert all(b._folded for b in blocks)
+    rng = np.random.default_rng(2)
+    faces = torch.from_numpy(rng.integers(0, 255, (2, 30, 112, 112), dtype=np.uint8))
+    feats = torch.from_numpy(rng.standard_normal((2, 120, 13)).astype(np.float32))
+    with torch.inference_mode():
+        folded = net(feats, faces)
+        for b in blocks:
+            b._folded = None
+        plain = net(feats, faces)
+    np.testing.assert_allclose(folded.numpy(), plain.numpy(), rtol=1e-4, atol=1e-4)
+    state = torch.load(shared_models / "light-asd" / "finetuning_TalkSet.model", map_location="cpu", weights_only=True)
+    assert set(net.state_dict()) == set(state)

@@ -153,6 +153,12 @@ class _AudioBlock(nn.Module):
         return F.relu(self.bn_last(self.last(a + b)))
 
 
+def _fold(conv, bn) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    weight = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+    return weight.contiguous(), (bn.bias - bn.running_mean * scale).contiguous()
+
+
 class _VisualBlock(nn.Module):
     """Spatial conv then temporal conv, in 3- and 5-wide branches, summed (a (2+1)D block)."""
 
@@ -169,19 +175,38 @@ class _VisualBlock(nn.Module):
     # (frames folded into the batch for the spatial ones, pixels into the width for the
     # temporal ones): the same arithmetic, several times faster than Conv3d on CPU.
     @staticmethod
-    def _spatial(conv: nn.Conv3d, x):
+    def _spatial(conv: nn.Conv3d, x, weight=None, bias=None):
         b, c, t, h, w = x.shape
         y = x.transpose(1, 2).reshape(b * t, c, h, w)
-        y = F.conv2d(y, conv.weight[:, :, 0], stride=conv.stride[1:], padding=conv.padding[1:])
+        w2 = (conv.weight if weight is None else weight)[:, :, 0]
+        y = F.conv2d(y, w2, bias, stride=conv.stride[1:], padding=conv.padding[1:])
         return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
 
     @staticmethod
-    def _temporal(conv: nn.Conv3d, x):
+    def _temporal(conv: nn.Conv3d, x, weight=None, bias=None):
         b, c, t, h, w = x.shape
-        y = F.conv2d(x.reshape(b, c, t, h * w), conv.weight[:, :, :, 0], padding=(conv.padding[0], 0))
+        w2 = (conv.weight if weight is None else weight)[:, :, :, 0]
+        y = F.conv2d(x.reshape(b, c, t, h * w), w2, bias, padding=(conv.padding[0], 0))
         return y.reshape(b, -1, t, h, w)
 
+    def fold_batchnorm(self) -> None:
+        """For inference: each conv + its BatchNorm as one conv with a bias (the same affine
+        map, one pass over the activations fewer). Kept beside the parameters, so the state
+        dict stays the official one; ``forward`` uses them outside training."""
+        with torch.no_grad():
+            self._folded = {n: _fold(getattr(self, n), getattr(self, "bn_" + n)) for n in ("s_3", "t_3", "s_5", "t_5", "last")}
+
+    def _forward_folded(self, x):
+        f = self._folded
+        a = self._spatial(self.s_3, x, *f["s_3"]).relu_()
+        a = self._temporal(self.t_3, a, *f["t_3"]).relu_()
+        b = self._spatial(self.s_5, x, *f["s_5"]).relu_()
+        b = self._temporal(self.t_5, b, *f["t_5"]).relu_()
+        return self._temporal(self.last, a.add_(b), *f["last"]).relu_()
+
     def forward(self, x):
+        if getattr(self, "_folded", None) and not self.training:
+            return self._forward_folded(x)
         a = F.relu(self.bn_s_3(self._spatial(self.s_3, x)))
         a = F.relu(self.bn_t_3(self._temporal(self.t_3, a)))
         b = F.relu(self.bn_s_5(self._spatial(self.s_5, x)))
@@ -197,8 +222,10 @@ class _VisualEncoder(nn.Module):
         self.block3 = _VisualBlock(64, 128)
 
     @staticmethod
-    def _pool(x):  # 3x3/2 spatial max-pool, time untouched
-        return F.max_pool3d(x, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+    def _pool(x):  # 3x3/2 spatial max-pool, time untouched (as 2-D: the same, faster on CPU)
+        b, c, t, h, w = x.shape
+        y = F.max_pool2d(x.reshape(b, c * t, h, w), 3, stride=2, padding=1)
+        return y.reshape(b, c, t, *y.shape[2:])
 
     def forward(self, x):  # (B, 1, T, H, W) -> (B, T, 128)
         x = self.block3(self._pool(self.block2(self._pool(self.block1(x)))))
@@ -286,7 +313,10 @@ def load_light_asd(path: str | Path, device: str = "cpu") -> LightASD:
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     net = LightASD()
     net.load_state_dict(state, strict=True)
-    return net.to(device).eval()
+    net = net.to(device).eval()
+    for block in (net.model.visualEncoder.block1, net.model.visualEncoder.block2, net.model.visualEncoder.block3):
+        block.fold_batchnorm()
+    return net
 
 
 PROTOCOLS = ("one-pass", "multi-length")
