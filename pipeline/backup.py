@@ -211,6 +211,21 @@ def _recover_with_cli(damaged: Path, out: Path) -> bool:
     return load.returncode == 0 and out.exists()
 
 
+def _pad_truncated(copy: Path) -> None:
+    """A truncated copy is padded with zero pages to the size its header promises: SQLite then
+    reads the pages that survived (the schema is near the start) instead of refusing the file."""
+    size = copy.stat().st_size
+    with open(copy, "r+b") as f:  # a private copy: no SQLite connection has it open
+        head = f.read(100)
+        if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+            return
+        page = int.from_bytes(head[16:18], "big")
+        page = 65536 if page == 1 else page
+        want = max(int.from_bytes(head[28:32], "big") * page, -(-size // page) * page)
+        if want > size:
+            f.truncate(want)
+
+
 def _salvage_rows(src: sqlite3.Connection, table: str):
     """Rows of `table` in rowid order, stepping over pages that cannot be read."""
     last = None
@@ -307,6 +322,7 @@ def repair(root: str | Path, from_backup: bool = False) -> RepairReport:
             for a, b in zip(_siblings(db), _siblings(copy)):
                 if a.exists():
                     shutil.copy2(a, b)
+            _pad_truncated(copy)
             raw = work / "recovered-raw.db"
             method = ".recover (sqlite3 CLI)"
             if not _recover_with_cli(copy, raw):
