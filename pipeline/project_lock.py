@@ -90,7 +90,8 @@ def _utc_now() -> str:
 
 
 def _read_fd(fd: int) -> bytes:
-    return os.pread(fd, 65536, 0)
+    os.lseek(fd, 0, os.SEEK_SET)  # (no os.pread on Windows)
+    return os.read(fd, 65536)
 
 
 def read_holder(root: str | Path) -> Holder | None:
@@ -160,7 +161,8 @@ class RunLock:
             me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _utc_now(), "command": self.command}
             data = json.dumps(me).encode()
             os.ftruncate(fd, 0)
-            os.pwrite(fd, data, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, data)
             os.fsync(fd)
             _held[key] = self
         self._stop.clear()
