@@ -192,6 +192,52 @@ def test_a_face_track_groups_its_segments_unless_the_voice_disagrees():
     assert cluster_video(no_face, cluster_threshold=0.8) == [[1], [2], [3], [4]]
 
 
+def _greedy_reference(segs, threshold, spans):
+    """Textbook agglomerative clustering: merge the pair with the highest mean pairwise
+    similarity (never two clusters holding faces on screen together) until below threshold."""
+    clusters = {}
+    for s in segs:
+        clusters.setdefault(("t", s.track_id) if s.track_id is not None else ("s", s.id), []).append(s)
+    clusters = list(clusters.values())
+
+    def cannot(c1, c2):
+        t1 = {s.track_id for s in c1 if s.track_id is not None}
+        t2 = {s.track_id for s in c2 if s.track_id is not None}
+        return any(a != b and min(spans[a][1], spans[b][1]) > max(spans[a][0], spans[b][0]) for a in t1 for b in t2)
+
+    while True:
+        best = None
+        for i in range(len(clusters)):
+            for j in range(i + 1, len(clusters)):
+                if cannot(clusters[i], clusters[j]):
+                    continue
+                sim = np.mean([float(a.embedding @ b.embedding) for a in clusters[i] for b in clusters[j]])
+                if best is None or sim > best[0]:
+                    best = (sim, i, j)
+        if best is None or best[0] < threshold:
+            break
+        _, i, j = best
+        clusters[i] = clusters[i] + clusters.pop(j)
+    return sorted(sorted(s.id for s in c) for c in clusters)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_clustering_matches_the_textbook_greedy_algorithm(seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((4, 32))
+    segs, spans = [], {}
+    for i in range(48):
+        v = centres[i % 4] + rng.uniform(0.2, 0.9) * rng.standard_normal(32)
+        track = None
+        if i % 4 < 2 and i % 3 == 0:  # voices 0 and 1 sometimes on their own face track
+            track = 100 + i % 4
+        segs.append(Segment(i, i, i + 1, v / np.linalg.norm(v), track_id=track))
+    spans = {100: (0.0, 30.0), 101: (10.0, 48.0)}  # on screen together from 10 s to 30 s
+    got = sorted(sorted(c) for c in cluster_video(segs, cluster_threshold=0.5, face_voice_min=-1.0, track_spans=spans))
+    assert got == _greedy_reference(segs, 0.5, spans)
+    assert 1 < len(got) < len(segs)  # the case exercises merging and stopping
+
+
 def test_linking_is_one_to_one_and_thresholded():
     e = np.eye(4)
     speakers = {1: e[0], 2: e[1]}

@@ -78,8 +78,9 @@ def _tracks_cooccur(segs: list[Segment], groups: list[list[int]], track_spans: d
     g_tracks = [{segs[m].track_id for m in g if segs[m].track_id is not None} for g in groups]
     n = len(groups)
     cannot = np.zeros((n, n), dtype=bool)
-    for i in range(n):
-        for j in range(i + 1, n):
+    with_tracks = [i for i in range(n) if g_tracks[i]]
+    for x, i in enumerate(with_tracks):
+        for j in with_tracks[x + 1:]:
             for a in g_tracks[i]:
                 for b in g_tracks[j]:
                     if a != b and a in track_spans and b in track_spans:
@@ -101,36 +102,55 @@ def cluster_video(segs: list[Segment], *, cluster_threshold: float = 0.80, face_
     groups = _track_groups(voiced, face_voice_min)
     cannot = _tracks_cooccur(voiced, groups, track_spans or {})
     E = np.stack([s.embedding for s in voiced]).astype(np.float64)
-    pair = E @ E.T
-    # Group-to-group mean similarity; Lance-Williams keeps it exact for average linkage.
-    n = len(groups)
-    ind = np.zeros((n, len(voiced)))
-    for g, members in enumerate(groups):
-        ind[g, members] = 1.0
-    sizes = ind.sum(axis=1)
-    S = (ind @ pair @ ind.T) / np.outer(sizes, sizes)
+    # Group-to-group mean pairwise similarity: sum_i sum_j e_i.e_j = (sum_i e_i).(sum_j e_j).
+    sums = np.stack([E[g].sum(axis=0) for g in groups])
+    sizes = np.array([len(g) for g in groups], dtype=np.float64)
+    S = (sums @ sums.T) / np.outer(sizes, sizes)
     S[cannot] = NEG
     np.fill_diagonal(S, NEG)
-    alive = np.ones(n, dtype=bool)
-    while alive.sum() > 1:
-        flat = int(np.argmax(S))
-        i, j = divmod(flat, n)
-        if not np.isfinite(S[i, j]) or S[i, j] < cluster_threshold:
-            break
-        # merge j into i
-        row = (sizes[i] * S[i] + sizes[j] * S[j]) / (sizes[i] + sizes[j])
-        row[~np.isfinite(S[i]) | ~np.isfinite(S[j])] = NEG  # a cannot-link on either side holds for both
-        S[i, :] = row
-        S[:, i] = row
-        S[i, i] = NEG
-        S[j, :] = NEG
-        S[:, j] = NEG
-        sizes[i] += sizes[j]
-        groups[i] = groups[i] + groups[j]
-        groups[j] = []
-        alive[j] = False
-    out = [[voiced[m].id for m in g] for g in groups if g]
+    _average_linkage(S, sizes, groups, cluster_threshold)
+    out = [sorted(voiced[m].id for m in g) for g in groups if g]
     return sorted(out, key=lambda c: (-len(c), min(c)))
+
+
+def _average_linkage(S: np.ndarray, sizes: np.ndarray, groups: list[list[int]], threshold: float) -> None:
+    """Merge groups (in place) while some pair's average-linkage similarity is >= threshold.
+
+    The nearest-neighbour chain: O(n^2) instead of the naive O(n^3), with the same result as
+    merging the most similar pair first, because average linkage is reducible (a merged
+    group is never more similar to a third than the closer of its two parts). A group whose
+    best partner is below the threshold can never reach it later, so it is set aside.
+    """
+    n = len(groups)
+    active = np.ones(n, dtype=bool)
+    chain: list[int] = []
+    while active.sum() > 1:
+        if not chain:
+            chain.append(int(np.flatnonzero(active)[0]))
+        a = chain[-1]
+        row = np.where(active, S[a], NEG)
+        row[a] = NEG
+        b = int(np.argmax(row))
+        if len(chain) > 1 and row[chain[-2]] >= row[b]:
+            b = chain[-2]  # ties go back down the chain, so it always ends
+        if not np.isfinite(row[b]) or row[b] < threshold:
+            active[a] = False  # nothing will ever be close enough: a stays as it is
+            chain.pop()
+            continue
+        if len(chain) > 1 and b == chain[-2]:
+            chain.pop(), chain.pop()
+            merged = (sizes[a] * S[a] + sizes[b] * S[b]) / (sizes[a] + sizes[b])
+            S[a, :] = merged
+            S[:, a] = merged
+            S[a, a] = NEG
+            S[b, :] = NEG
+            S[:, b] = NEG
+            sizes[a] += sizes[b]
+            groups[a] = groups[a] + groups[b]
+            groups[b] = []
+            active[b] = False
+        else:
+            chain.append(b)
 
 
 def link_clusters(centroids: list[np.ndarray], speakers: dict[int, np.ndarray], *,
