@@ -77,7 +77,8 @@ class RunProcess(QObject):
         self.request = request
         self.proc = QProcess(self)
         self.proc.setProgram(sys.executable)
-        self.proc.setArguments(["-m", "mikupal.cli", *request.args()])
+        # A frozen app is itself the `mikupal` command (packaging/launcher.py); Python takes -m.
+        self.proc.setArguments([*([] if getattr(sys, "frozen", False) else ["-m", "mikupal.cli"]), *request.args()])
         self.proc.setWorkingDirectory(str(request.project_root))
         self.proc.readyReadStandardOutput.connect(self._read_stdout)
         self.proc.readyReadStandardError.connect(self._read_stderr)
