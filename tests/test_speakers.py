@@ -323,3 +323,32 @@ def test_asd_face_tracks_join_the_evidence(tmp_path):
     assert sum(i["by_face"] for i in infos) == 2
     # linking across videos is by voice only: at 0.999 nothing links, so 4 speakers
     assert len(set(assigned.values())) == 4
+
+
+def test_missing_vocals_fail_that_video_only_with_a_one_line_fix(tmp_path):
+    proj, truth, by_video = F.build(tmp_path / "proj", tmp_path)
+    v1, v2 = sorted(by_video)
+    gone = tmp_path / "cache-gone" / "vocals16k.wav"
+    db = proj.db()
+    try:
+        with store.transaction(db):
+            store.set_stage_state(db, v1, "separate", "done", cache_key="k",
+                                  info={"vocals16k": str(gone), "mix16k": str(tmp_path / "mix16k.wav")})
+    finally:
+        db.conn.close()
+    from mikupal.runner import Runner
+
+    summary = Runner(proj, ["speakers"], devices="cpu").run()
+    assert summary.stages["speakers"].ok == 1 and summary.stages["speakers"].failed == 1
+    db = proj.db()
+    try:
+        errors = store.rows(db, "SELECT video_id, message FROM errors WHERE stage='speakers'")
+        states = {r[0]: r[1] for r in db.conn.execute("SELECT video_id, status FROM stage_state WHERE stage='speakers'")}
+        lost = db.conn.execute("SELECT COUNT(*) FROM segments WHERE video_id=? AND speaker_id IS NOT NULL", (v1,)).fetchone()[0]
+        kept = db.conn.execute("SELECT COUNT(*) FROM segments WHERE video_id=? AND speaker_id IS NOT NULL", (v2,)).fetchone()[0]
+    finally:
+        db.conn.close()
+    assert len(errors) == 1 and errors[0]["video_id"] == v1
+    msg = errors[0]["message"]
+    assert str(gone) in msg and "re-run stage separate" in msg and "\n" not in msg
+    assert states == {v1: "failed", v2: "done"} and lost == 0 and kept == len(by_video[v2])
