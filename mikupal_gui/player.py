@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from mikupal.media import MediaError, VideoReader
+from mikupal.media import MediaError, VideoReader, select_audio
 
 from . import qt_compat  # noqa: F401  (PySide6 6.12 emit refcount fix, before any emit)
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QTimer, Signal
@@ -314,6 +314,9 @@ class Player(QWidget):
         self.view = FrameView(self)
         lay.addWidget(self.view)
         self.context_s = context_s
+        self.audio_track = "default"  # [media] audio_track: VLC plays the track the stages analysed
+        self._audio_index: int | None = None  # that track's position among the file's audio streams
+        self._track_set = False
         self.loop = False
         self.rate = 1.0
         self.playing = False
@@ -361,6 +364,7 @@ class Player(QWidget):
             except (MediaError, OSError) as e:
                 self.view.set_message(str(e) if isinstance(e, MediaError) else f"{path}: video cannot be decoded; check the file")
             self.path = path
+            self._audio_index = self._track_index()
             self._choose_backend()
             if self.vlc:
                 self.vlc.path = None  # reopen on next play
@@ -372,6 +376,17 @@ class Player(QWidget):
             self._show_rgb(first[0], first[1])
         else:
             self.seek(self.window[0])
+
+    def _track_index(self) -> int | None:
+        if self._av is None or str(self.audio_track) == "default":
+            return None  # VLC's own default is the track flagged default, as the media layer's
+        c = self._av.reader.container
+        try:
+            st = select_audio(c, self.audio_track, self.path)
+        except MediaError as e:
+            self.view.set_message(str(e))
+            return None
+        return list(c.streams.audio).index(st) if st is not None else None
 
     def _choose_backend(self) -> None:
         """VLC cannot time two kinds of files on the analysis clock: MPEG-TS (it counts from
@@ -428,6 +443,7 @@ class Player(QWidget):
         self.vlc.mp.stop()  # first: a picture shown after the anchor is taken would shift the count
         self._restart_clock(t)
         self._starting = True  # until its first picture, the frame on screen is the old one
+        self._track_set = False
         # aim at the middle of the frame: VLC lands one frame early on an exact frame start
         self.vlc.open(self.path, self._av.size if self._av else decode_size(*self.view.video_size),
                       t + 0.5 / self.fps)
@@ -549,6 +565,12 @@ class Player(QWidget):
         data, count, mono = got
         if count < self._anchor[0]:
             return  # a picture from before the restart
+        if self._audio_index is not None and not self._track_set:
+            # VLC lists a file's tracks once it plays; ids follow the file's audio stream order
+            ids = [i for i, _ in (self.vlc.mp.audio_get_track_description() or []) if i >= 0]
+            if self._audio_index < len(ids):
+                self.vlc.mp.audio_set_track(ids[self._audio_index])
+                self._track_set = True
         self._starting = False
         fdur = 1.0 / self.fps
         c0, t0 = self._anchor

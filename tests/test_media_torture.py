@@ -439,3 +439,27 @@ def test_project_audio_track_reaches_analysis_clip_and_export(torture, tmp_path)
     x = x.mean(axis=1) if x.ndim > 1 else x
     lag, corr = lag_of(resample_poly(x, 160, 441).astype(np.float32), g2, 16000)
     assert corr > 0.6 and abs(lag - SEG[0]) <= FRAME
+
+
+@pytest.mark.gui
+def test_vlc_plays_the_chosen_audio_track(torture, qtbot, monkeypatch):
+    """The reviewer hears the track the stages analysed ([media] audio_track), not VLC's pick."""
+    monkeypatch.setenv("MIKUPAL_AUDIO", "none")
+    monkeypatch.delenv("MIKUPAL_PLAYER", raising=False)
+    from mikupal_gui.player import Player
+
+    c = torture["cases"]["two_tracks.mp4"]
+    p = Player(context_s=0.0)
+    qtbot.addWidget(p)
+    try:
+        if p.vlc is None:
+            pytest.skip("libVLC is not installed (apt install vlc)")
+        p.audio_track = "eng"  # track 0; the file flags track 1 (jpn) as default
+        p.load(str(c.path), c.size, 25.0, SEG, [], None)
+        assert p._audio_index == 0
+        p.play()
+        qtbot.waitUntil(lambda: p._track_set, timeout=20000)
+        ids = [i for i, _ in p.vlc.mp.audio_get_track_description() if i >= 0]
+        qtbot.waitUntil(lambda: p.vlc.mp.audio_get_track() == ids[0], timeout=5000)
+    finally:
+        p.shutdown()
