@@ -269,6 +269,9 @@ class MainWindow(QMainWindow):
             return False
         self._close_project()
         self.project = project
+        from mikupal.project_lock import OpenHold
+
+        self._open_hold = OpenHold(project.root).acquire()  # `mikupal repair` waits for the app to close it
         add_recent(project.root, self.settings)
         self.settings.setValue("project/last", str(project.root))
         name = project.config.get("project", {}).get("name") or project.root.name
@@ -317,6 +320,9 @@ class MainWindow(QMainWindow):
         return True
 
     def _close_project(self) -> None:
+        if getattr(self, "_open_hold", None) is not None:
+            self._open_hold.release()
+            self._open_hold = None
         if self.review is not None:
             try:
                 self.review.shutdown()

@@ -234,3 +234,51 @@ def holder(root: str | Path) -> Holder | None:
         probe.release()
         return None
     return probe.holder()
+
+
+# ---- the app's hold on an open project ------------------------------------------------------
+
+OPEN_NAME = "open.lock"
+
+
+class OpenHold:
+    """A shared lock the app holds while a project is open in it. Any number of apps (and
+    runs) may share it; `repair`, which moves project.db aside, needs it exclusively, so it
+    never swaps the file under a review session's open connections."""
+
+    def __init__(self, root: str | Path):
+        self.path = Path(root) / OPEN_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> "OpenHold":
+        if self.fd is None and os.name == "posix":
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                return self  # a read-only folder: nothing can repair it from here either
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def open_elsewhere(root: str | Path) -> bool:
+    """Whether an app has the project open (holds OpenHold); False where it cannot be known."""
+    path = Path(root) / OPEN_NAME
+    if os.name != "posix" or not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

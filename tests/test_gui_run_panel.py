@@ -248,4 +248,8 @@ def test_file_menu_backs_up_and_restores_the_project(qtbot, tmp_path, monkeypatc
     assert "Restored" in win.statusBar().currentMessage()
     assert c.execute("SELECT name FROM raters").fetchall() == [("alice",)]   # seen by an open connection too
     c.close()
+    from mikupal.project_lock import open_elsewhere
+
+    assert open_elsewhere(proj.root)                  # `mikupal repair` would wait for the app ...
     win.close()
+    assert not open_elsewhere(proj.root)              # ... until it closes the project

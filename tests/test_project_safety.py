@@ -317,10 +317,17 @@ def test_a_damaged_project_db_is_refused_in_one_line_and_repaired(labelled, kind
 
 
 def test_repair_without_anything_to_recover_says_so_and_changes_nothing(tmp_path):
+    from mikupal.project_lock import OpenHold
+
     root = tmp_path / "p"
     Project.create(root)
     damage(root / "project.db", "header")
     digest = sha(root / "project.db")
+    hold = OpenHold(root).acquire()                  # the app has the project open
+    r = mikupal("repair", root)
+    hold.release()
+    assert r.returncode == 2 and "is open in the app; close it there first" in r.stderr
+    assert sha(root / "project.db") == digest
     r = mikupal("repair", root)
     assert r.returncode == 1 and "nothing could be recovered" in r.stderr and "\n" not in r.stderr.strip()
     assert sha(root / "project.db") == digest

@@ -44,9 +44,13 @@ def repair_command(
     from .. import backup
     from ..store import DatabaseDamaged, check_file
 
+    from ..project_lock import open_elsewhere
+
     root = _root(project)
     lock = _locked(root, "mikupal repair")
     try:
+        if open_elsewhere(root):
+            raise fail(f"{root} is open in the app; close it there first (repair replaces project.db)")
         if not from_backup:
             try:
                 check_file(root / backup.DB_NAME)
