@@ -18,8 +18,6 @@ from mikupal.stage import ModelMissingError
 
 import speakers_fixture as F
 
-pytest.importorskip("resemblyzer")
-
 
 @pytest.fixture(scope="module")
 def voices(tmp_path_factory):

@@ -6,17 +6,14 @@ import shutil
 
 import pytest
 
-pytest.importorskip("PySide6")
-pytest.importorskip("resemblyzer")
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtWidgets import QApplication, QInputDialog
 
-from PySide6.QtCore import QSettings, Qt, QTimer  # noqa: E402
-from PySide6.QtWidgets import QApplication, QInputDialog  # noqa: E402
+from mikupal import store
+from mikupal.project import Project
 
-from mikupal import store  # noqa: E402
-from mikupal.project import Project  # noqa: E402
-
-import speakers_fixture as F  # noqa: E402
-from mikupal_gui import models  # noqa: E402
+import speakers_fixture as F
+from mikupal_gui import models
 
 
 @pytest.fixture(scope="module")
