@@ -46,11 +46,22 @@ class Prepared:
     video_size: tuple[int, int]
 
 
+def _audio_track(root: Path) -> str:
+    """The project's [media] audio_track (the default track when the settings cannot be read)."""
+    from mikupal import config as config_mod
+
+    try:
+        return str(config_mod.load(root).get("media", {}).get("audio_track", "default"))
+    except (config_mod.ConfigError, OSError):
+        return "default"
+
+
 class Prefetcher:
     """One worker thread with its own SQLite connection; results cached by key."""
 
-    def __init__(self, db_path: Path, project_root: Path, context_s: float):
+    def __init__(self, db_path: Path, project_root: Path, context_s: float, audio_track: str = "default"):
         self.db_path, self.root, self.context_s = db_path, project_root, context_s
+        self.audio_track = audio_track
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-prefetch")
         self.local = threading.local()
         self.cache: dict[tuple, Future] = {}
@@ -72,7 +83,7 @@ class Prefetcher:
         path = self._video_path(vid)
         lo, hi = max(0.0, seg["start_s"] - self.context_s), seg["end_s"] + self.context_s
         size = decode_size(vid.get("width") or 640, vid.get("height") or 360)
-        return Prepared(item, load_envelope(path, lo, hi), poster(path, lo, size), path,
+        return Prepared(item, load_envelope(path, lo, hi, audio_track=self.audio_track), poster(path, lo, size), path,
                         (int(vid.get("width") or size[0]), int(vid.get("height") or size[1])))
 
     def get(self, key: tuple, rater: str) -> Future:
@@ -103,8 +114,10 @@ class ReviewWorkspace(QWidget):
         self.ids: list[int] = []
         self.pos = 0
         self.current: Prepared | None = None
-        self.prefetch = Prefetcher(self.db_path, self.project_root, context_s)
+        track = _audio_track(self.project_root)
+        self.prefetch = Prefetcher(self.db_path, self.project_root, context_s, track)
         self._build(context_s)
+        self.player.audio_track = track  # hear and see the track the stages analysed
         self._bind_keys()
         self._set_enabled(False)
         self.labels.show_item(None)

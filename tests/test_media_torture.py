@@ -463,3 +463,26 @@ def test_vlc_plays_the_chosen_audio_track(torture, qtbot, monkeypatch):
         qtbot.waitUntil(lambda: p.vlc.mp.audio_get_track() == ids[0], timeout=5000)
     finally:
         p.shutdown()
+
+
+def test_review_waveform_shows_the_projects_audio_track(torture, tmp_path):
+    from mikupal.project import Project
+    from mikupal_gui.review import _audio_track
+    from mikupal_gui.waveform import load_envelope
+
+    Project.create(tmp_path / "p")
+    toml = tmp_path / "p" / "mikupal.toml"
+    assert 'audio_track = "default"' in toml.read_text()
+    toml.write_text(toml.read_text().replace('audio_track = "default"', 'audio_track = "eng"'))
+    track = _audio_track(tmp_path / "p")
+    assert track == "eng"
+    c = torture["cases"]["two_tracks.mp4"]
+    t, lo, hi = load_envelope(c.path, *SEG, bins=400, audio_track=track)
+    t2, lo2, hi2 = load_envelope(c.path, *SEG, bins=400)  # the file's default: jpn
+    assert abs(t[0] - SEG[0]) < 1e-6 and abs(t[-1] - SEG[1]) < 0.05
+    # the envelope is the chosen track's, at its place: the generator's eng noise binned alike
+    from scipy.signal import resample_poly
+
+    ref = resample_poly(torture["g"], 1, 6)[int(SEG[0] * 8000): int(SEG[1] * 8000)]
+    ref_hi = np.maximum.reduceat(ref, np.linspace(0, len(ref), 401).astype(int)[:-1])
+    assert np.corrcoef(hi, ref_hi)[0, 1] > 0.8 and np.corrcoef(hi2, ref_hi)[0, 1] < 0.3
