@@ -350,3 +350,27 @@ def test_missing_vocals_fail_that_video_only_with_a_one_line_fix(tmp_path):
     msg = errors[0]["message"]
     assert str(gone) in msg and "re-run stage separate" in msg and "\n" not in msg
     assert states == {v1: "failed", v2: "done"} and lost == 0 and kept == len(by_video[v2])
+
+
+def test_a_correction_made_while_the_stage_works_wins(voices, tmp_path):
+    """The app splits a segment off between the stage's prepare and its commit."""
+    from mikupal.speakers.stage import SpeakersStage
+
+    proj, truth, by_video = voices
+    proj2 = _copy_project(proj, tmp_path / "p")
+    v1 = sorted(by_video)[0]
+    stage = SpeakersStage(proj2)
+    db = proj2.db()
+    try:
+        task = stage.prepare(db, v1)
+        stage.load()
+        result = stage.process(task)
+        seg = by_video[v1][0]
+        mine = table.split_segments(db, [seg], name="Set by hand")
+        with store.transaction(db):
+            stage.commit(db, task, result)
+        assert table.segment_speaker(db, seg) == {"speaker_id": mine, "speaker_name": "Set by hand"}
+        others = {table.segment_speaker(db, s)["speaker_id"] for s in by_video[v1][1:] if truth[s] == truth[seg]}
+        assert len(others) == 1 and mine not in others
+    finally:
+        db.conn.close()

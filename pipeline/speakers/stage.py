@@ -27,6 +27,8 @@ from . import table
 from .encoder import MODEL_NAME, RATE, SpeakerEncoder
 
 OPTIONAL = ("separate", "asd")  # read when done (vocals, face tracks); their keys join ours
+# A correction made in the app while this video was being processed wins over the run.
+USER_KEPT_UPDATE = "UPDATE segments SET {sets} WHERE id=? AND COALESCE(speaker_source, '') != 'user'"
 
 
 def _b64(vec: np.ndarray) -> str:
@@ -148,7 +150,7 @@ class SpeakersStage(Stage):
                 new += 1
             for s in members:
                 seg_speaker[s] = spk
-                db.conn.execute("UPDATE segments SET speaker_id=?, speaker_source='auto', speaker_score=? WHERE id=?",
+                db.conn.execute(USER_KEPT_UPDATE.format(sets="speaker_id=?, speaker_source='auto', speaker_score=?"),
                                 (spk, round(float(cl.normalise(emb[s].astype(np.float64)) @ cent), 4), s))
         # A segment with no usable voice follows its face: the speaker of its track's other segments.
         by_track: dict[int, int] = {}
@@ -158,7 +160,7 @@ class SpeakersStage(Stage):
         by_face = 0
         for s in task["segments"]:
             if not s["locked"] and s["id"] not in seg_speaker and by_track.get(s["any_track_id"]) is not None:
-                db.conn.execute("UPDATE segments SET speaker_id=?, speaker_source='auto' WHERE id=?",
+                db.conn.execute(USER_KEPT_UPDATE.format(sets="speaker_id=?, speaker_source='auto'"),
                                 (by_track[s["any_track_id"]], s["id"]))
                 seg_speaker[s["id"]] = by_track[s["any_track_id"]]
                 by_face += 1
