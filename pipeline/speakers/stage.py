@@ -44,6 +44,9 @@ class SpeakersStage(Stage):
     scope = "video"
     requires = ("segments",)
     config_sections = ("speakers",)
+    # The LSTM is ~95% of the time (14x real time on one CPU thread): with --devices cuda:N the
+    # runner gives each instance a device, and on Ray a quarter GPU by default.
+    num_gpus = 0.25
 
     # ---- driver side -------------------------------------------------------------------
     def cache_key(self, db, video_id: int) -> str:
