@@ -209,7 +209,7 @@ class SpeakersDialog(QDialog):
             for j, v in enumerate((s["name"], s["n_segments"], s["n_videos"], f"{m}:{sec:02d}")):
                 it = QTableWidgetItem(str(v))
                 if j:
-                    it.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
+                    it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 if j == 0:
                     it.setToolTip(f"speaker #{s['id']} ({'named by you' if s['name_source'] == 'user' else 'automatic name'})")
                 self.table.setItem(i, j, it)
