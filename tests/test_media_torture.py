@@ -486,3 +486,21 @@ def test_review_waveform_shows_the_projects_audio_track(torture, tmp_path):
     ref = resample_poly(torture["g"], 1, 6)[int(SEG[0] * 8000): int(SEG[1] * 8000)]
     ref_hi = np.maximum.reduceat(ref, np.linspace(0, len(ref), 401).astype(int)[:-1])
     assert np.corrcoef(hi, ref_hi)[0, 1] > 0.8 and np.corrcoef(hi2, ref_hi)[0, 1] < 0.3
+
+
+def test_4k_is_read_at_the_analysis_size_with_boxes_in_4k_pixels(tmp_path):
+    """A 4K frame comes out at the analysis width (libswscale scales it as it converts) and
+    a box found there maps back onto the face in the 4K picture."""
+    from mikupal.vision.faces import HaarDetector
+    from mikupal.vision.frames import iter_frames
+
+    shown, box = displayed_frames(3840, 2160, 8, face_scale=6.0)
+    path = tmp_path / "uhd.mkv"
+    write_source(path, shown, noise(8 / FPS, 3))
+    del shown
+    frames = list(iter_frames(path, [(0.0, 0.2)], FPS, width=640))
+    assert len(frames) == 6 and frames[0].image.shape == (360, 640, 3) and frames[0].scale == 6.0
+    dets = HaarDetector().detect([frames[2].image])[0]
+    gx1, gy1, gx2, gy2 = box
+    cx, cy = [(d[0] + d[2]) / 2 * frames[2].scale for d in dets], [(d[1] + d[3]) / 2 * frames[2].scale for d in dets]
+    assert any(gx1 <= x <= gx2 and gy1 <= y <= gy2 for x, y in zip(cx, cy)), (dets, box)
