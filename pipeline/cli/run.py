@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import signal
-import sqlite3
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import List, Optional
@@ -78,11 +76,8 @@ def run_command(
 
     One run holds a project at a time (run.lock): a second one says who holds it and exits 2,
     or waits with --wait. project.db is backed up into backups/ at the start and the end."""
-    from ..runner import Runner, RunnerError, parse_workers, resolve_devices
-    from ..stages import StageUnavailableError, UnknownStageError, parse_stages
-
-    from .. import backup
-    from ..project_lock import ProjectLocked, RunLock
+    from ..runner import RunnerError, parse_workers, resolve_devices
+    from ..stages import UnknownStageError, parse_stages
 
     if backend and backend not in ("gemini", "openai", "baseline"):
         raise fail(f"--backend {backend}: choose gemini, openai or baseline")
@@ -98,49 +93,12 @@ def run_command(
     if p.db().conn.execute("SELECT COUNT(*) FROM videos").fetchone()[0] == 0:
         raise fail(f"{project}: no videos yet; add some with: mikupal add {shlex.quote(str(project))} VIDEOS...")
 
-    lock = RunLock(p.root, "mikupal run")
-    try:
-        lock.acquire(wait=wait, on_wait=lambda h: typer.echo(
-            f"mikupal: waiting for the run that holds {p.root} ({h.describe() if h else 'another process'})", err=True))
-    except ProjectLocked as e:
-        raise fail(str(e))
-    if lock.took_over is not None:
-        typer.echo(f"mikupal: took over the lock of a run that is gone ({lock.took_over.describe()})", err=True)
-    try:
-        _run_locked(p, project, names, worker_counts, devs, ray, quiet or events is not None, events, Runner,
-                    StageUnavailableError, backup)
-    finally:
-        lock.release()
+    _run(p, project, names, worker_counts, devs, ray, quiet or events is not None, events, wait)
 
 
 def _emit_jsonl(ev: ProgressEvent) -> None:
     sys.stdout.write(json.dumps(ev.to_dict()) + "\n")
     sys.stdout.flush()
-
-
-class _Checkpointer:
-    """Moves committed pages from the WAL into project.db every CHECKPOINT_S and after each
-    stage (PASSIVE: never waits for the run or a reader), so answers already paid for are
-    in the main file too, not only in a -wal that a crash or a careless copy can lose."""
-
-    CHECKPOINT_S = 10.0
-
-    def __init__(self, db_path):
-        self.db_path, self.conn, self.last = db_path, None, time.monotonic()
-
-    def __call__(self, ev: ProgressEvent) -> None:
-        if ev.kind not in ("stage_finished", "run_finished") and time.monotonic() - self.last < self.CHECKPOINT_S:
-            return
-        self.last = time.monotonic()
-        try:
-            if self.conn is None:
-                self.conn = sqlite3.connect(str(self.db_path), timeout=1.0, check_same_thread=False)
-            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            if ev.kind == "run_finished":
-                self.conn.close()
-                self.conn = None
-        except sqlite3.Error:
-            pass  # a checkpoint is an extra; the WAL still holds every commit
 
 
 def _failure_reason(lines: list[str]) -> str:
@@ -151,11 +109,13 @@ def _failure_reason(lines: list[str]) -> str:
     return f" ({n}x: {msg})" if n > 1 else f" ({msg})"
 
 
-def _run_locked(p, project, names, worker_counts, devs, ray, quiet, events, Runner, StageUnavailableError, backup):
+def _run(p, project, names, worker_counts, devs, ray, quiet, events, wait):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    backup.auto_backup(p.db_path, "run-start")
+    from ..project_lock import ProjectLocked
+    from ..runner import Runner
+    from ..stages import StageUnavailableError
 
     console = Console(stderr=True)
     progress = Progress(
@@ -164,14 +124,13 @@ def _run_locked(p, project, names, worker_counts, devs, ray, quiet, events, Runn
         console=console, disable=quiet, transient=False,
     )
     bars = _Bars(progress, quiet)
-    checkpoint = _Checkpointer(p.db_path)
 
     def on_event(ev):
         bars(ev)
         if events:
             _emit_jsonl(ev)
-        checkpoint(ev)
-    runner = Runner(p, names, workers=worker_counts, devices=devs, on_event=on_event, ray_address=ray)
+    runner = Runner(p, names, workers=worker_counts, devices=devs, on_event=on_event, ray_address=ray,
+                    wait_for_lock=wait, on_notice=lambda line: typer.echo(f"mikupal: {line}", err=True))
 
     def _on_signal(signum, frame):
         if runner.cancelled:
@@ -184,12 +143,13 @@ def _run_locked(p, project, names, worker_counts, devs, ray, quiet, events, Runn
         with progress:
             try:
                 summary = runner.run()
+            except ProjectLocked as e:
+                raise fail(str(e))
             except StageUnavailableError as e:
                 raise fail(str(e), 1)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        backup.auto_backup(p.db_path, "run-end")
 
     out = Console(stderr=bool(events))
     for s in summary.stages.values():

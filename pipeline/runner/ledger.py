@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 
 from .. import store
 from ..emotion.redact import scrub
@@ -28,9 +29,13 @@ def safe_config(cfg: dict) -> dict:
     return json.loads(scrub(json.dumps(out, default=str)))
 
 
+CHECKPOINT_S = 10.0  # answers already paid for reach project.db itself, not only its -wal
+
+
 class Ledger:
     def __init__(self, project, db):
         self.project, self.db = project, db
+        self._checkpointed = time.monotonic()
         self.run_id: int | None = None
         self.log_path = None
         self.logger: logging.Logger | None = None
@@ -68,7 +73,22 @@ class Ledger:
         self.logger.info("run %d %s in %.1fs%s", self.run_id, summary.status, summary.elapsed_s,
                          f": {summary.message}" if summary.message else "")
 
+    def checkpoint(self, force: bool = False) -> None:
+        """Move committed pages from the WAL into project.db (PASSIVE: never waits for a reader),
+        every CHECKPOINT_S and at each stage's end, so a lost -wal after a crash loses nothing paid."""
+        if not force and time.monotonic() - self._checkpointed < CHECKPOINT_S:
+            return
+        self._checkpointed = time.monotonic()
+        try:
+            self.db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception:  # noqa: BLE001 - an extra: the WAL still holds every commit
+            self.logger.debug("checkpoint failed", exc_info=True)
+
     def close(self) -> None:
+        try:
+            self.db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception:  # noqa: BLE001
+            pass
         if self._handler is not None:
             self.logger.removeHandler(self._handler)
             self._handler.close()

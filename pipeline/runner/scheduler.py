@@ -18,15 +18,17 @@
 from __future__ import annotations
 
 import collections
+import shlex
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .. import store
+from .. import backup, store
 from ..events import ProgressEvent, RunSummary, describe_failure, one_line
 from ..stage import STAGE_ORDER, Stage
 from ..stages import parse_stages, stage_class
+from ..project_lock import RunLock
 from .ledger import Ledger
 from .local import LocalExecutor
 from .plan import is_auto, parse_workers, plan_stage, resolve_devices
@@ -54,6 +56,8 @@ class Runner:
         on_event: Callable[[ProgressEvent], None] | None = None,
         ray_address: str | None = None,
         video_ids: list[int] | None = None,
+        wait_for_lock: bool = False,
+        on_notice: Callable[[str], None] | None = None,
     ):
         self.project = project
         self.cfg = project.config
@@ -74,6 +78,8 @@ class Runner:
         self.on_event = on_event
         self.ray_address = ray_address
         self.video_ids = list(video_ids) if video_ids is not None else None
+        self.wait_for_lock = wait_for_lock
+        self.on_notice = on_notice or (lambda line: None)  # one-line notices (lock waits, take-overs)
         self._cancel = threading.Event()
         self.run_id: int | None = None
 
@@ -86,6 +92,24 @@ class Runner:
         return self._cancel.is_set()
 
     def run(self) -> RunSummary:
+        """Own the project (its run lock: raises ProjectLocked when another run holds it and
+        `wait_for_lock` is off), back project.db up, run, back it up again."""
+        root = self.project.root
+        lock = RunLock(root, "mikupal run")
+        lock.acquire(wait=self.wait_for_lock, on_wait=lambda h: self.on_notice(
+            f"waiting for the run that holds {root} ({h.describe() if h else 'another process'})"))
+        if lock.took_over is not None:
+            self.on_notice(f"took over the lock of a run that is gone ({lock.took_over.describe()})")
+        try:
+            backup.auto_backup(self.project.db_path, "run-start")
+            try:
+                return self._run()
+            finally:
+                backup.auto_backup(self.project.db_path, "run-end")
+        finally:
+            lock.release()
+
+    def _run(self) -> RunSummary:
         t0 = time.monotonic()
         self.db = self.project.db()
         self.ledger = Ledger(self.project, self.db)
@@ -186,6 +210,7 @@ class Runner:
                 self._handle(oc)
             self._check_finished()
             self.progress.tick()
+            self.ledger.checkpoint()
             if self.executor.inflight() == 0 and not any(self.backlog.values()):
                 break
 
@@ -442,7 +467,7 @@ class Runner:
         st.skipped += 1
         line = one_line(
             f"{self._label(vid, name, None)}: stage {name} needs {', '.join(missing)} first; run: "
-            f"mikupal run {self.project.root} --stages {','.join(missing + [name])}"
+            f"mikupal run {shlex.quote(str(self.project.root))} --stages {','.join(missing + [name])}"
         )
         if st.skipped == 1:  # one row per stage, not one per video
             self.ledger.failure(self.drivers[name], line, video_id=vid, mark_video=False)
@@ -460,6 +485,7 @@ class Runner:
                 if not self.cancelled:
                     return
             self.progress.stage_finished(name)
+            self.ledger.checkpoint(force=True)
 
 
 def _key(item: Any) -> Any:
