@@ -17,23 +17,20 @@ from typing import Any
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 
-from mikupal import store
+from mikupal import queries, store
 from mikupal.stage import STAGE_ORDER
 
 VERDICT_CHOICES = ("accept", "reject", "skip", "unreviewed")
 VERDICT_COLOURS = {"accept": QColor("#1b7f3b"), "reject": QColor("#b3261e"), "skip": QColor("#7a6a00")}
 
-# The primary annotation of a segment: its newest run-0 answer (a changed prompt or model
-# leaves older answers behind; the newest is what review shows).
-_PRIMARY_JOIN = (" LEFT JOIN annotations pa ON pa.id ="
-                 " (SELECT MAX(id) FROM annotations WHERE segment_id = s.id AND run_index = 0)")
+# Each segment row joins its primary annotation (defined once, in mikupal.queries).
+_PRIMARY_JOIN = queries.primary_annotation_join("pa", "s.id")
 _SCORE = "json_extract(pa.intensities_json, '$.\"' || pa.primary_emotion || '\"')"
 
 
 def _latest_verdict(rater_param: bool) -> str:
     """SQL for the latest verdict on the primary annotation (of one rater when asked)."""
-    who = " AND rv.rater_id = (SELECT id FROM raters WHERE name = ?)" if rater_param else ""
-    return f"(SELECT rv.verdict FROM reviews rv WHERE rv.annotation_id = pa.id{who} ORDER BY rv.id DESC LIMIT 1)"
+    return queries.latest_verdict_sql("pa.id", rater_param)
 
 
 @dataclass(frozen=True)

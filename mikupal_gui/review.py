@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushB
                                QVBoxLayout, QWidget)
 
 from mikupal import review as rv
-from mikupal import store
+from mikupal import queries, store
 from mikupal.taxonomy import TaxonomyError, load_label_set
 
 from .label_panel import LabelPanel
@@ -274,7 +274,7 @@ class ReviewWorkspace(QWidget):
         self._show_pos()
 
     def open_segment(self, segment_id: int) -> None:
-        aid = rv.primary_annotation_for_segment(self.db, segment_id)
+        aid = queries.primary_annotation_for_segment(self.db, segment_id)
         if aid is None:
             self._show(self.prefetch.get(("s", segment_id), self.rater).result(), standalone=True)
             return
@@ -368,7 +368,7 @@ class ReviewWorkspace(QWidget):
         if it.annotation:  # the verdicts may have changed since the prefetch
             it.verdict = rv.current_verdict(self.db, it.annotation_id, self.rater)
             it.others = {}
-            for v in rv.latest_verdicts(self.db, [it.annotation_id]):
+            for v in queries.latest_verdicts(self.db, [it.annotation_id]):
                 if v["rater"] != self.rater:
                     it.others[v["verdict"]] = it.others.get(v["verdict"], 0) + 1
         seg = it.segment

@@ -221,6 +221,8 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, dict):  # inline, under its key (tomli-w would write a [section])
         return "{" + ", ".join(f"{tomli_w.dumps({k: 0}).rsplit('=', 1)[0].strip()} = {_toml_value(x)}"
                                for k, x in v.items()) + "}"
+    if isinstance(v, list):  # on one line (tomli-w breaks longer arrays over several)
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return tomli_w.dumps({"v": v}).split("=", 1)[1].strip()
 
 

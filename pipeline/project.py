@@ -58,9 +58,7 @@ class Project:
         if root.exists() and not root.is_dir():
             raise ProjectError(f"{root}: exists and is not a folder; choose another path")
         root.mkdir(parents=True, exist_ok=True)
-        text = config_mod.template()
-        if name:
-            text = text.replace('name = ""', f'name = "{name}"', 1)
+        text = config_mod.template({"project": {"name": name}} if name else None)
         tmp = root / (config_mod.CONFIG_NAME + ".tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, root / config_mod.CONFIG_NAME)

@@ -12,6 +12,10 @@ from .common import fail, open_project
 from ..project import Project, ProjectError
 
 
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
 def init(
     project: Path = typer.Argument(..., help="Folder to create (or an empty existing folder)."),
     name: str = typer.Option("", help="Project name for the app and dataset cards."),
@@ -87,7 +91,7 @@ def status(
     from ..status import project_status
 
     p = open_project(project)
-    st = project_status(p.db(), p.config["segments"]["drop_statuses"])
+    st = project_status(p)
     if as_json:
         typer.echo(json.dumps(st, indent=2, default=str))
         return
@@ -103,12 +107,12 @@ def status(
     )
     t = Table("stage", "done", "failed", "pending", title="Stages")
     for name, s in st["stages"].items():
-        t.add_row(name, str(s["done"]), str(s["failed"]), str(s["pending"]))
+        t.add_row(name, str(s["done"]), str(s["failed"]), "?" if s["pending"] is None else str(s["pending"]))
     con.print(t)
     h = lambda s: f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min"  # noqa: E731
     con.print(
         f"duration {h(st['total_duration_s'])}, retained {h(st['retained_duration_s'])} "
-        f"({100 * st['retention']:.1f}%)\ncost ${st['cost_usd']:.4f} "
+        f"({_pct(st['retention'])})\ncost ${st['cost_usd']:.4f} "
         f"({st['input_tokens']} in / {st['output_tokens']} out tokens)"
     )
     sp = st.get("spend") or {}
