@@ -148,7 +148,7 @@ class ScriptedServer:
             return self.script.pop(0) if self.script else Reply()
 
     def serve_scripted(self, h, request_json: dict, make_ok):
-        """Apply latency + the next scripted reply; make_ok(request_json, text) builds a 200 body."""
+        """Apply latency + the next scripted reply; make_ok(request_json, text, finish) builds a 200 body."""
         reply = self.next_reply()
         with self.lock:
             self.in_flight += 1
@@ -162,7 +162,7 @@ class ScriptedServer:
             body = reply.body if reply.body is not None else error_body(
                 reply.status, STATUS_NAME.get(reply.status, "UNKNOWN"), f"scripted {reply.status}")
             return h.send(reply.status, body, reply.headers)
-        body = reply.body if reply.body is not None else make_ok(request_json, reply.text)
+        body = reply.body if reply.body is not None else make_ok(request_json, reply.text, reply.finish)
         return h.send(200, body, reply.headers)
 
     def count(self, method: str, path_part: str) -> int:
@@ -329,30 +329,11 @@ class GeminiServer(ScriptedServer):
                 return h.send(200, {})
         return h.send(404, error_body(404, "NOT_FOUND", f"{method} {path}"))
 
-
     # --- answers, quotas ----------------------------------------------------------------
     def _answer(self, req: dict, text: str | None, finish: str = "STOP") -> dict:
         with self.lock:
             self.answered += 1
         return self._ok(req, text, finish)
-
-    def serve_scripted(self, h, request_json: dict, make_ok):
-        """As the base class, plus the reply's finishReason."""
-        reply = self.next_reply()
-        with self.lock:
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            time.sleep(self.latency_s + reply.delay_s)
-        finally:
-            with self.lock:
-                self.in_flight -= 1
-        if reply.status != 200:
-            body = reply.body if reply.body is not None else error_body(
-                reply.status, STATUS_NAME.get(reply.status, "UNKNOWN"), f"scripted {reply.status}")
-            return h.send(reply.status, body, reply.headers)
-        body = reply.body if reply.body is not None else make_ok(request_json, reply.text, reply.finish)
-        return h.send(200, body, reply.headers)
 
     # --- Batch API ------------------------------------------------------------------------
     def _batch_create(self, h, path: str, body: dict):

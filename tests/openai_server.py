@@ -16,7 +16,7 @@ class OpenAIServer(ScriptedServer):
         super().__init__(latency_s)
         self.primary = primary
 
-    def _ok(self, req: dict, text: str | None) -> dict:
+    def _ok(self, req: dict, text: str | None, finish: str = "STOP") -> dict:
         schema = ((req.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
         names = list(schema.get("properties", {}).get("emotions", {}).get("properties", {}).keys())
         user = [m for m in req.get("messages", []) if m.get("role") == "user"]
@@ -25,7 +25,7 @@ class OpenAIServer(ScriptedServer):
             text = json.dumps(valid_answer(names or ["joy", "sadness"], self.primary, hint))
         return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
                 "model": req.get("model", "test"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length" if finish == "MAX_TOKENS" else "stop"}],
                 "usage": {"prompt_tokens": 500, "completion_tokens": max(1, len(text) // 4),
                           "total_tokens": 500 + max(1, len(text) // 4)}}
 

@@ -129,6 +129,29 @@ class LabelStage(Stage):
         )
 
 
+class TagStage(LabelStage):
+    """Segment scope after `label`: one 'tag' answer per segment that has a label answer (the
+    runner streams segments from `label` into it)."""
+
+    name = "tag"
+    requires = ("label",)
+    runs = 1
+
+    def pending(self, db, video_ids=None):
+        return [(sid, 0) for (sid,) in db.conn.execute(
+            "SELECT DISTINCT a.segment_id FROM annotations a WHERE a.backend='test' AND a.segment_id NOT IN"
+            " (SELECT segment_id FROM annotations WHERE backend='tag') ORDER BY 1")]
+
+    def process(self, task):
+        return {}
+
+    def commit(self, db, task, result):
+        db.conn.execute(
+            "INSERT INTO annotations (segment_id, backend, model, prompt_sha, run_index, label_set,"
+            " primary_emotion, intensities_json, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (task["segment_id"], "tag", "m", "p", 0, "t", "Interest", "{}", store.now()))
+
+
 class AsyncLabelStage(LabelStage):
     """LabelStage as an API-style stage: `process_async` on the executor's event loop. The
     first `concurrency()` items wait for each other, so a run only finishes when that many

@@ -21,7 +21,7 @@ from mikupal.stages import STAGE_ORDER, UnknownStageError, parse_stages
 from mikupal.status import project_status
 
 from runner_stages import (AsyncLabelStage, BrokenLoadStage, CrashStage, LabelStage, NoopStage, ProbeStage, SplitStage,
-                           add_fake_videos)
+                           TagStage, add_fake_videos)
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -404,8 +404,6 @@ def test_segments_stream_between_segment_stages(project):
     # split (video) -> label (segment) -> tag (segment): a segment that finished `label` goes
     # to `tag` while its video's later segments are still in `label`. The last label item
     # waits until `tag` has worked on an earlier segment; without streaming it would time out.
-    import json as _json
-
     from mikupal.stage import StageError
 
     tagged = threading.Event()
@@ -419,25 +417,10 @@ def test_segments_stream_between_segment_stages(project):
                 raise StageError("tag never started before label finished the video")
             return super().process(task)
 
-    class Tag(LabelStage):
-        name = "tag"
-        requires = ("label",)
-        runs = 1
-
-        def pending(self, db, video_ids=None):
-            return [(sid, 0) for (sid,) in db.conn.execute(
-                "SELECT a.segment_id FROM annotations a WHERE a.backend='test' AND a.segment_id NOT IN"
-                " (SELECT segment_id FROM annotations WHERE backend='tag') ORDER BY 1")]
-
+    class Tag(TagStage):
         def process(self, task):
             tagged.set()
-            return {"primary": "Interest", "digest": "t"}
-
-        def commit(self, db, task, result):
-            db.conn.execute(
-                "INSERT INTO annotations (segment_id, backend, model, prompt_sha, run_index, label_set,"
-                " primary_emotion, intensities_json, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (task["segment_id"], "tag", "m", "p", 0, "t", "Interest", _json.dumps({}), store.now()))
+            return {}
 
     db = project.db()
     add_fake_videos(db, 1)
@@ -452,8 +435,6 @@ def test_a_failed_segment_does_not_stream_on(project):
     # The segment that fails `label` never reaches `tag`; the others do.
     from mikupal.stage import StageError
 
-    seen = []
-
     class Picky(LabelStage):
         runs = 1
 
@@ -462,28 +443,11 @@ def test_a_failed_segment_does_not_stream_on(project):
                 raise StageError(f"segment {first}: unreadable; fix it and rerun")
             return super().process(task)
 
-    class Tag(LabelStage):
-        name = "tag"
-        requires = ("label",)
-        runs = 1
-
-        def pending(self, db, video_ids=None):
-            return [(sid, 0) for (sid,) in db.conn.execute(
-                "SELECT segment_id FROM annotations WHERE backend='test' ORDER BY 1")
-                    if (sid, 0) not in {tuple(x) for x in seen}]
-
-        def process(self, task):
-            seen.append((task["segment_id"], 0))
-            return {}
-
-        def commit(self, db, task, result):
-            return None
-
     db = project.db()
     add_fake_videos(db, 1)
     Runner(project, [SplitStage]).run()
     first = db.conn.execute("SELECT MIN(id) FROM segments").fetchone()[0]
-    summary = Runner(project, [SplitStage, Picky, Tag]).run()
+    summary = Runner(project, [SplitStage, Picky, TagStage]).run()
     assert summary.stages["label"].failed == 1 and summary.stages["label"].ok == 3
-    assert sorted(s for s, _ in seen) == sorted(
-        r[0] for r in db.conn.execute("SELECT id FROM segments WHERE id != ?", (first,)))
+    tagged = [r[0] for r in db.conn.execute("SELECT segment_id FROM annotations WHERE backend='tag' ORDER BY 1")]
+    assert tagged == [r[0] for r in db.conn.execute("SELECT id FROM segments WHERE id != ? ORDER BY 1", (first,))]
