@@ -13,7 +13,10 @@ Printed per clip, each figure a ratio against a baseline measured in this proces
 - peak RSS of the run (each clip runs in its own child process, so the figures are apart).
 The machine's load average is printed with them: other engineers share the 2 cores.
 
-    .venv/bin/python bench/e2e.py [--minutes 2] [--long]   (--long adds the 10-minute clip)
+    .venv/bin/python bench/e2e.py [--minutes 2] [--long] [--compare]
+        --long adds the 10-minute clip; --compare reruns the first clip with the settings the
+        vision stages had before (every frame detected, 6-length ASD in float32) for a speed-up
+        measured under the same load.
 """
 from __future__ import annotations
 
@@ -34,6 +37,10 @@ SETTINGS = [
     'separate.model="none"', 'asr.source="subtitles"', 'faces.detector="auto"', 'asd.model="light-asd"',
     'emotion.backend="baseline"', 'emotion.model="baseline-v1"',
 ]
+
+
+# What the vision stages did before issue 17: every frame detected, the official 6-length ASD.
+PREVIOUS = ["faces.detect_every=1", 'asd.protocol="multi-length"', 'asd.precision="fp32"']
 
 
 def build_clip(path: Path, minutes: float):
@@ -103,6 +110,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=2.0, help="length of the default clip")
     ap.add_argument("--long", action="store_true", help="also the 10-minute clip")
     ap.add_argument("--set", action="append", default=[], help="extra config override, e.g. faces.detect_every=1")
+    ap.add_argument("--compare", action="store_true",
+                    help="also run the first clip with the previous settings (detector on every frame, official "
+                         "multi-length ASD in float32) and print the speed-up against it")
     ap.add_argument("--models", type=Path, default=Path(os.environ.get("MIKUPAL_MODELS_DIR", REPO.parent / "shared" / "models")))
     ap.add_argument("--child", nargs=2, metavar=("CLIP", "ROOT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -115,14 +125,24 @@ def main() -> None:
     print(f"end-to-end benchmark: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
           f"models {a.models}, load average {os.getloadavg()[0]:.1f} (shared machine)")
     tmp = Path(tempfile.mkdtemp(prefix="mikupal-bench-e2e-"))
-    runs = [a.minutes] + ([10.0] if a.long else [])
-    for minutes in runs:
-        clip = build_clip(tmp / f"clip{minutes:g}.mp4", minutes)
-        cmd = [sys.executable, __file__, "--child", str(clip.path), str(tmp / f"p{minutes:g}"), "--models", str(a.models)]
-        for s in a.set:
+    def run(clip_path: Path, root: Path, settings: list[str]) -> dict:
+        cmd = [sys.executable, __file__, "--child", str(clip_path), str(root), "--models", str(a.models)]
+        for s in settings:
             cmd += ["--set", s]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        report(f"{minutes:g}-minute clip", json.loads(out.stdout.strip().splitlines()[-1]))
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    runs = [a.minutes] + ([10.0] if a.long else [])
+    for i, minutes in enumerate(runs):
+        clip = build_clip(tmp / f"clip{minutes:g}.mp4", minutes)
+        r = run(clip.path, tmp / f"p{minutes:g}", a.set)
+        report(f"{minutes:g}-minute clip", r)
+        if a.compare and i == 0:
+            old = run(clip.path, tmp / f"p{minutes:g}-previous", a.set + PREVIOUS)
+            report(f"{minutes:g}-minute clip, previous settings ({' '.join(PREVIOUS)})", old)
+            print("  speed-up of the current settings: " + ", ".join(
+                f"{n} {old['stages'][n] / r['stages'][n]:.1f}x" for n in ("faces", "asd") if r["stages"].get(n))
+                + f", end to end {old['elapsed_s'] / r['elapsed_s']:.1f}x")
 
 
 if __name__ == "__main__":

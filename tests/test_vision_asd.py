@@ -308,3 +308,22 @@ def test_folded_batchnorm_computes_the_plain_network(shared_models):
     np.testing.assert_allclose(folded.numpy(), plain.numpy(), rtol=1e-4, atol=1e-4)
     state = torch.load(shared_models / "light-asd" / "finetuning_TalkSet.model", map_location="cpu", weights_only=True)
     assert set(net.state_dict()) == set(state)
+
+
+def test_visual_windows_compute_the_whole_track_exactly(monkeypatch):
+    """Long tracks go through the visual encoder in windows with a 6-frame halo (bounded
+    memory); the logits must equal one window over the whole track."""
+    torch.manual_seed(3)
+    net = A.LightASD().eval()
+    rng = np.random.default_rng(3)
+    faces = torch.from_numpy(rng.integers(0, 255, (2, 61, 112, 112), dtype=np.uint8))
+    feats = torch.from_numpy(rng.standard_normal((2, 244, 13)).astype(np.float32))
+    with torch.inference_mode():
+        whole, whole_v = net(feats, faces), net._visual(faces)
+        monkeypatch.setattr(A.LightASD, "VISUAL_WINDOW", 16)  # four windows, the last one short
+        windowed, windowed_v = net(feats, faces), net._visual(faces)
+        monkeypatch.setattr(A.LightASD, "VISUAL_HALO", 3)  # too small a halo: the features differ
+        wrong_v = net._visual(faces)
+    np.testing.assert_allclose(windowed.numpy(), whole.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(windowed_v.numpy(), whole_v.numpy(), rtol=1e-4, atol=1e-5)
+    assert np.abs(wrong_v.numpy() - whole_v.numpy()).max() > 100 * np.abs(windowed_v.numpy() - whole_v.numpy()).max()

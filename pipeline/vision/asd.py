@@ -285,11 +285,28 @@ class LightASD(nn.Module):
         self.lossAV = _Head()
         self.lossV = _Head()
 
+    # The visual encoder sees +-6 frames (three blocks, each at most a 5-wide temporal conv
+    # followed by a 1-wide one): run over time in windows of this many frames plus that halo,
+    # it computes exactly the same features while its activations (the memory peak: ~1 GB per
+    # 5 s of two tracks) stay bounded however long a segment is.
+    VISUAL_WINDOW = 125
+    VISUAL_HALO = 6
+
+    def _visual(self, faces: torch.Tensor) -> torch.Tensor:
+        t = faces.shape[1]
+        w, halo = self.VISUAL_WINDOW, self.VISUAL_HALO
+        out = []
+        for start in range(0, t, w):
+            lo, hi = max(0, start - halo), min(t, start + w + halo)
+            v = faces[:, lo:hi].float().unsqueeze(1)
+            y = self.model.visualEncoder((v / 255.0 - 0.4161) / 0.1688)
+            out.append(y[:, start - lo: start - lo + min(w, t - start)])
+        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
+
     def forward(self, mfcc_feats: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         """``mfcc_feats`` (B, 4T, 13) float, ``faces`` (B, T, 112, 112) uint8/float in 0..255
         -> speaking logits (B, T)."""
-        v = faces.float().unsqueeze(1)
-        v = self.model.visualEncoder((v / 255.0 - 0.4161) / 0.1688)
+        v = self._visual(faces)
         a = self.model.audioEncoder(mfcc_feats.float().unsqueeze(1).transpose(2, 3))
         x = self.model.GRU(a + v)
         logits = self.lossAV.FC(x)

@@ -4,8 +4,10 @@
 per analysed frame of the track, ``[t, x1, y1, x2, y2]``: ``t`` the time in seconds on the
 video's clock (frame index / ``[faces] fps``, rounded to ms), the box in ORIGINAL video
 pixels (not the downscaled detection frame), top-left and bottom-right corners, floats
-rounded to 0.1 px. Frames where the detector missed the face are interpolated, so entries
-are consecutive on the grid; the GUI draws the entry nearest to the playback time.
+rounded to 0.1 px. The detector runs on every ``[faces] detect_every``-th frame (and on both
+sides of a scene cut and at each span's end); frames between detections, and frames where
+the detector missed the face, are interpolated, so entries are consecutive on the grid; the
+GUI draws the entry nearest to the playback time.
 
 ``asd`` reads those tracks and the segments and sets, per segment: ``speaker_track_id``,
 ``speaker_bbox_json`` (the speaker's median box over the segment, ``[x1, y1, x2, y2]`` in
@@ -14,7 +16,18 @@ video pixels), ``asd_score`` (the speaker's mean score; Light-ASD or TalkNet log
 ``ok``, ``no_face`` (no track covers the segment), ``low_asd`` (best score < ``[asd]
 min_score``) or ``multi_speaker`` (a second track also >= min_score and within
 ``multi_speaker_margin`` of the best). A status set by an earlier stage that is not one of
-these four is kept. Every segment is written; none is dropped here.
+these four is kept. Every segment is written; none is dropped here. Each track is scored once
+over the part inside the segment (``[asd] protocol = "one-pass"``; the tracks of a segment
+go through the network as one batch) or with the official 1..6 s multi-length average.
+
+Streaming inside a long video (not built: it needs the runner and a schema slot). ``asd``
+would become ``scope = "segment"``: items = segment ids of videos whose ``faces`` state is
+done; ``prepare`` takes the segment and only the boxes of the tracks inside it; ``commit``
+writes that segment's speaker fields and a per-segment cache key (``segments.asd_key``, a
+migration); the runner would forward each committed segment to the next segment-scope stage
+(emotion) instead of waiting for all of the video's items. ``faces`` stays per video (tracks
+cross segments) or becomes per chunk of segments (items = (video, chunk), tracks keyed by
+chunk) so that the first labels do not wait for the whole video's detection.
 """
 from __future__ import annotations
 
