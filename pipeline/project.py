@@ -9,6 +9,7 @@ from typing import Any
 
 from . import config as config_mod
 from . import store
+from .fileutil import write_text_atomic
 
 DB_NAME = "project.db"
 
@@ -59,9 +60,7 @@ class Project:
             raise ProjectError(f"{root}: exists and is not a folder; choose another path")
         root.mkdir(parents=True, exist_ok=True)
         text = config_mod.template({"project": {"name": name}} if name else None)
-        tmp = root / (config_mod.CONFIG_NAME + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, root / config_mod.CONFIG_NAME)
+        write_text_atomic(root / config_mod.CONFIG_NAME, text)
         for sub in ("cache", "exports", "logs"):
             (root / sub).mkdir(exist_ok=True)
         store.connect(root / DB_NAME).conn.close()

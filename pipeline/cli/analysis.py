@@ -11,6 +11,7 @@ from .common import fail, open_project
 from .. import taxonomy
 from ..emotion_map import _pick_label_set, emotion_map_points, render_emotion_map
 from ..evaluate import DATASETS, DEFAULT_EXCLUDE, DEFAULT_LABEL_SET, EvalError, evaluate
+from ..fileutil import write_text_atomic
 from ..report import build_report
 from ..review_stats import review_stats
 
@@ -190,8 +191,5 @@ def report_command(
     if dest.exists() and dest.is_dir():
         raise fail(f"--out {dest} is a folder; give a file name such as {dest / 'report.html'}")
     text = build_report(p, include_map=not no_map)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(dest)
+    write_text_atomic(dest, text)
     typer.echo(f"wrote {dest} ({len(text) // 1024} KiB)")
