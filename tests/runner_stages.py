@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import itertools
 import os
-import threading
 import time
 
 from mikupal import media, store
@@ -21,8 +21,7 @@ def _sleep_s(name: str) -> float:
     return float(os.environ.get(f"MIKUPAL_TEST_{name.upper()}_SLEEP", "0") or 0)
 
 
-_held = {"n": 0}
-_held_lock = threading.Lock()
+_held = itertools.count(1)  # next() is atomic under the GIL (and, unlike a Lock, Ray can ship it)
 
 
 def _hold() -> None:
@@ -31,10 +30,7 @@ def _hold() -> None:
     after = os.environ.get("MIKUPAL_TEST_LABEL_HOLD_AFTER")
     if not after:
         return
-    with _held_lock:
-        _held["n"] += 1
-        n = _held["n"]
-    if n <= int(after):
+    if next(_held) <= int(after):
         return
     release = os.environ.get("MIKUPAL_TEST_LABEL_RELEASE", "")
     deadline = time.monotonic() + 120

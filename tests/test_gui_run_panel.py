@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pytestqt", reason="pytest-qt is not installed (pip install -e .[dev])")
-from PySide6.QtCore import QSettings, QTimer  # noqa: E402
+from PySide6.QtCore import QSettings, QTimer
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
