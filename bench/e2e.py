@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -133,6 +134,13 @@ def main() -> None:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     runs = [a.minutes] + ([10.0] if a.long else [])
+    try:
+        _clips(a, tmp, runs, run)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _clips(a, tmp: Path, runs: list[float], run) -> None:
     for i, minutes in enumerate(runs):
         clip = build_clip(tmp / f"clip{minutes:g}.mp4", minutes)
         r = run(clip.path, tmp / f"p{minutes:g}", a.set)
