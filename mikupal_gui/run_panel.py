@@ -242,13 +242,13 @@ class RunPanel(QWidget):
         self.project_root = Path(project.root)
         self._crash = None
         cfg = project.config
-        emo = cfg.get("emotion", {})
-        self.backend.setCurrentText(emo.get("backend", "gemini"))
+        emo = cfg["emotion"]
+        self.backend.setCurrentText(emo["backend"])
         self._backend_changed(self.backend.currentText())
-        self.model.setCurrentText(str(emo.get("model", "")))
-        self.runs.setValue(int(emo.get("runs", 1) or 1))
-        self.batch.setChecked(bool(emo.get("batch", False)))
-        devices = cfg.get("runner", {}).get("devices", "auto")
+        self.model.setCurrentText(str(emo["model"]))
+        self.runs.setValue(int(emo["runs"]))
+        self.batch.setChecked(bool(emo["batch"]))
+        devices = cfg["runner"]["devices"]
         self.devices.setText(",".join(devices) if isinstance(devices, list) else str(devices))
         self.load_errors()
         self.update_estimate()

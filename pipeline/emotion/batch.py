@@ -88,7 +88,7 @@ class BatchDriver:
         self.backend = stage._backend
         self.client = self.backend.client
         e = stage.cfg["emotion"]
-        self.poll_s = max(0.05, float(e.get("batch_poll_s", 30.0)))
+        self.poll_s = max(0.05, float(e["batch_poll_s"]))
         self.max_retries = int(e["max_retries"])
         self.inline_max_bytes = int(inline_max_bytes)
         self._ready: list[tuple[dict, Any]] = []

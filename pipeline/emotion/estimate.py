@@ -52,7 +52,7 @@ class Estimate:
 
 
 def _thinking(e: dict) -> int:
-    budget, model = int(e.get("thinking_budget", 0)), str(e["model"]).lower()
+    budget, model = int(e["thinking_budget"]), str(e["model"]).lower()
     if budget == 0 and "flash" in model:
         return 0
     if budget > 0:
@@ -65,7 +65,7 @@ def usage_for(duration_s: float, has_video: bool, text_tokens: int, e: dict) -> 
     secs = max(1, math.ceil(duration_s))
     prompt = {"text": text_tokens, "audio": secs * AUDIO_TOKENS_PER_S}
     if has_video:
-        prompt["video"] = secs * FRAME_TOKENS.get(str(e.get("media_resolution", "low")), 258)
+        prompt["video"] = secs * FRAME_TOKENS.get(str(e["media_resolution"]), 258)
     return Usage(prompt=prompt, candidates=ANSWER_TOKENS, thoughts=_thinking(e))
 
 
@@ -75,7 +75,7 @@ def estimate_clips(clips: list[tuple[float, bool, str]], cfg: dict, system_promp
     e = cfg["emotion"]
     prices = prices or load_prices()
     model = str(e["model"])
-    batch = bool(e.get("batch", False)) and str(e["backend"]) == "gemini"
+    batch = bool(e["batch"]) and str(e["backend"]) == "gemini"
     total = Usage()
     for dur, has_video, text in clips:
         text_tokens = int((len(system_prompt) + len(text) + 120) / CHARS_PER_TOKEN)
@@ -92,9 +92,9 @@ def estimate_clips(clips: list[tuple[float, bool, str]], cfg: dict, system_promp
         est.usd = est.usd_interactive = est.usd_batch = 0.0
     est.assumptions = [
         f"{ANSWER_TOKENS} answer tokens and {_thinking(e)} thought tokens per answer "
-        f"(thinking_budget={e.get('thinking_budget', 0)})",
-        f"video at 1 frame/s, {FRAME_TOKENS.get(str(e.get('media_resolution', 'low')), 258)} tokens per frame "
-        f"(media_resolution={e.get('media_resolution', 'low')}); audio {AUDIO_TOKENS_PER_S} tokens/s",
+        f"(thinking_budget={e['thinking_budget']})",
+        f"video at 1 frame/s, {FRAME_TOKENS.get(str(e['media_resolution']), 258)} tokens per frame "
+        f"(media_resolution={e['media_resolution']}); audio {AUDIO_TOKENS_PER_S} tokens/s",
         "no implicit cache hits (they only lower the bill)",
     ]
     if price is None and str(e["backend"]) != "baseline":

@@ -111,7 +111,7 @@ class EmotionStage(Stage):
         self.seed = int(e["seed"])
         self.drop_statuses = list(self.cfg["segments"]["drop_statuses"])
         self.run_id: int | None = None  # the runner may set the current runs.id
-        self.batch = bool(e.get("batch", False)) and self.backend_name == "gemini"
+        self.batch = bool(e["batch"]) and self.backend_name == "gemini"
         self._backend: Backend | None = None
         self._clip_locks: dict[str, asyncio.Lock] = {}
         self._stopped: StageError | None = None
@@ -141,7 +141,7 @@ class EmotionStage(Stage):
         return ClipSpec(video_path=video["path"], video_sha=video["sha256"], start_s=float(seg["start_s"]),
                         end_s=float(seg["end_s"]), bbox=parse_bbox(seg.get("speaker_bbox_json")),
                         crop=str(c["crop"]), height=int(c["height"]), fps=float(c["fps"]), context_s=float(c["context_s"]),
-                        audio_track=str(self.cfg.get("media", {}).get("audio_track", "default")))
+                        audio_track=str(self.cfg["media"]["audio_track"]))
 
     def prepare(self, db, item) -> dict[str, Any]:
         sid, run_index = int(item[0]), int(item[1])

@@ -112,11 +112,11 @@ def generate_config(cfg: dict, req_prompt, seed: int) -> types.GenerateContentCo
         system_instruction=req_prompt.system,
         temperature=float(e["temperature"]),
         seed=seed,
-        max_output_tokens=int(e.get("max_output_tokens", 2048)),
+        max_output_tokens=int(e["max_output_tokens"]),
         response_mime_type="application/json",
         response_schema=gemini_schema(req_prompt.label_set),
-        media_resolution=MEDIA_RESOLUTION.get(str(e.get("media_resolution", "low"))),
-        thinking_config=thinking_config(str(e["model"]), int(e.get("thinking_budget", 0))),
+        media_resolution=MEDIA_RESOLUTION.get(str(e["media_resolution"])),
+        thinking_config=thinking_config(str(e["model"]), int(e["thinking_budget"])),
     )
 
 
@@ -175,12 +175,12 @@ class GeminiBackend(Backend):
         self.policy = RetryPolicy(int(e["max_retries"]), float(e["backoff_s"]), float(e["max_backoff_s"]))
         self.limiter = RateLimiter(float(e["rpm"]), float(e["tpm"]))
         self.gate = AdaptiveConcurrency(int(e["concurrency"]))
-        self.max_output_tokens = int(e.get("max_output_tokens", 2048))
-        self.media_resolution = str(e.get("media_resolution", "low"))
+        self.max_output_tokens = int(e["max_output_tokens"])
+        self.media_resolution = str(e["media_resolution"])
         self.inline_max_bytes = float(c["inline_max_mb"]) * 1e6
         self.poll_s = 0.5
         self.file_timeout_s = max(60.0, self.timeout_s * 2)
-        self._rng = random.Random(int(e.get("seed", 0)))
+        self._rng = random.Random(int(e["seed"]))
 
     def _scrub(self, text: object) -> str:
         return scrub(text, self._secrets)

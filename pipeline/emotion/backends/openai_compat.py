@@ -94,10 +94,10 @@ class OpenAICompatBackend(Backend):
         self.gate = AdaptiveConcurrency(int(e["concurrency"]))
         self.prices = prices or load_prices()
         self.temperature = float(e["temperature"])
-        self.max_output_tokens = int(e.get("max_output_tokens", 2048))
+        self.max_output_tokens = int(e["max_output_tokens"])
         self.frame_every_s = 1.0
         self.max_frames = 8
-        self._rng = random.Random(int(e.get("seed", 0)))
+        self._rng = random.Random(int(e["seed"]))
 
     def _scrub(self, text: object) -> str:
         return scrub(text, self._secrets)
