@@ -233,8 +233,6 @@ MIGRATIONS: list[list[str]] = [
     [f"ALTER TABLE videos ADD COLUMN {col} TEXT" for col in (
         "source_url", "source_id", "source_title", "source_uploader", "source_upload_date",
         "source_license", "source_info_json")],
-    # 6: (reserved) project safety / runner
-    [],
 ]
 
 CURRENT_VERSION = len(MIGRATIONS)
