@@ -105,16 +105,7 @@ def test_rate_limit_and_unavailable_storm_then_success(gproject, server, caplog)
 def test_retry_after_is_honoured(gproject, server):
     set_cfg(gproject, emotion__backoff_s=0.001, emotion__max_backoff_s=0.002)
     server.script += [Reply(429, headers={"Retry-After": "1"})]
-    import time
-
-    stamps = []
-    orig = server.serve_scripted
-
-    def stamped(h, req, make_ok):
-        stamps.append(time.monotonic())
-        return orig(h, req, make_ok)
-
-    server.serve_scripted = stamped
+    stamps = _stamped(server)
     stage, db, failures = run_emotion(gproject)
     assert failures == [] and len(annotations(db)) == 3
     # Our own backoff would wait ~1 ms; the server asked for 1 s and got at least that.
