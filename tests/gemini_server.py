@@ -89,6 +89,10 @@ class ScriptedServer:
         self.lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
+        # gather = N: a request waits (at most 30 s) until N are in flight at once, so a test of
+        # a concurrency limit sees the overlap happen however slowly the client is scheduled.
+        self.gather = 0
+        self._arrived = threading.Condition(self.lock)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -143,6 +147,18 @@ class ScriptedServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
+    def stamp_requests(self) -> list[float]:
+        """A list that gets the monotonic time of every scripted request as it arrives."""
+        stamps: list[float] = []
+        orig = self.serve_scripted
+
+        def stamped(h, req, make_ok):
+            stamps.append(time.monotonic())
+            return orig(h, req, make_ok)
+
+        self.serve_scripted = stamped
+        return stamps
+
     def next_reply(self) -> Reply:
         with self.lock:
             return self.script.pop(0) if self.script else Reply()
@@ -153,6 +169,10 @@ class ScriptedServer:
         with self.lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self._arrived.notify_all()
+            if self.gather:
+                self._arrived.wait_for(lambda: self.in_flight >= self.gather or self.max_in_flight >= self.gather,
+                                       timeout=30)
         try:
             time.sleep(self.latency_s + reply.delay_s)
         finally:
