@@ -135,10 +135,11 @@ def test_asr_stage_stores_whisper_rows(tmp_path, audio_project, parrot_whisper):
         assert r["source"] == "whisper" and r["language"] == info["language"]
         words = json.loads(r["words_json"])  # the parrot's one long "word" per row, inside the row
         # The words spell the row's text; faster-whisper may cut a run-on "word" at the row's end
-        # differently from the text, so one is a prefix of the other.
+        # differently from the text, so one is a prefix of the other. (Some faster-whisper /
+        # CTranslate2 builds align no words at all for this random-weight model: none is fine.)
+        assert r["text"].startswith("hellohello")
         joined = "".join(w["word"] for w in words).strip()
-        assert r["text"].startswith("hellohello") and joined.startswith("hellohello")
-        assert joined.startswith(r["text"]) or r["text"].startswith(joined)
+        assert not words or (joined.startswith(r["text"]) or r["text"].startswith(joined))
         assert all(r["start_s"] - 1e-3 <= w["start"] <= w["end"] <= r["end_s"] + 1e-3 for w in words)
         assert any(a - 1e-3 <= r["start_s"] <= r["end_s"] <= b + 1e-3 for a, b in clips_from_regions(regions))
     # a config change re-runs the stage, which replaces this video's rows (no duplicates)
