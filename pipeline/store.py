@@ -264,6 +264,15 @@ def schema_version(db: sqlite_utils.Database) -> int:
     return int(row[0] or 0)
 
 
+class NewerSchemaError(RuntimeError):
+    """The file was written by a newer MIKU-PAL; nothing is changed (one line with the fix)."""
+
+
+def path_of(db: sqlite_utils.Database) -> str:
+    row = db.conn.execute("PRAGMA database_list").fetchone()
+    return row[2] if row and row[2] else "project.db"
+
+
 def apply_migrations(db: sqlite_utils.Database) -> int:
     """Bring the file forward to CURRENT_VERSION; returns the number applied.
 
@@ -279,8 +288,9 @@ def apply_migrations(db: sqlite_utils.Database) -> int:
         )
         have = conn.execute(f"SELECT COALESCE(MAX(version), 0) FROM {SCHEMA_VERSION_TABLE}").fetchone()[0]
         if have > CURRENT_VERSION:
-            raise RuntimeError(
-                f"project.db has schema version {have}, newer than this MIKU-PAL ({CURRENT_VERSION}); upgrade MIKU-PAL"
+            raise NewerSchemaError(
+                f"{path_of(db)} has schema version {have}, newer than this MIKU-PAL ({CURRENT_VERSION}); "
+                f"upgrade MIKU-PAL (pip install -U mikupal) or open the project with the version that wrote it"
             )
         applied = 0
         for version in range(have + 1, CURRENT_VERSION + 1):

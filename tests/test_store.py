@@ -92,3 +92,24 @@ def test_two_processes_open_fresh_file_at_once(tmp_path):
     assert not errors
     db = store.connect(path)
     assert db.conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == store.CURRENT_VERSION
+
+
+def test_a_newer_schema_is_one_line_and_untouched(tmp_path):
+    # A project written by a newer MIKU-PAL: every command says so in one line, changes nothing.
+    import subprocess
+    import sys
+
+    from mikupal.project import Project
+
+    p = Project.create(tmp_path / "p")
+    db = p.db()
+    db.conn.execute("INSERT INTO schema_version VALUES (?, ?)", (store.CURRENT_VERSION + 1, store.now()))
+    db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.conn.close()
+    before = (p.root / "project.db").read_bytes()
+    r = subprocess.run([sys.executable, "-m", "mikupal.cli", "status", str(p.root)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "newer than this MIKU-PAL" in lines[0] and "upgrade" in lines[0]
+    assert (p.root / "project.db").read_bytes() == before

@@ -9,8 +9,9 @@ import typer
 from ..config import ConfigError
 from ..media import MediaError
 from ..project import Project, ProjectError
+from ..store import NewerSchemaError
 
-USER_ERRORS = (ProjectError, ConfigError, MediaError, FileNotFoundError)
+USER_ERRORS = (ProjectError, ConfigError, MediaError, FileNotFoundError, NewerSchemaError)
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
