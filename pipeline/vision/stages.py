@@ -40,9 +40,16 @@ import numpy as np
 
 from .. import store
 from ..stage import ModelMissingError, Stage, StageError
-from . import asd as asd_mod
 from . import faces as faces_mod
 from .frames import DecodeStats, grid_indices, iter_frames, merge_spans
+
+
+def _asd():
+    """The ASD networks (torch), imported when a worker needs them: `mikupal status` builds
+    these stages only to ask what is pending and must not pay torch's import."""
+    from . import asd
+
+    return asd
 
 log = logging.getLogger(__name__)
 
@@ -217,20 +224,20 @@ class AsdStage(Stage):
         self.net = None
         dev = _device(self.device)
         if self.model_name == "light-asd":
-            self.net = asd_mod.load_light_asd(self._light_asd_path(models, c["weights"]), dev)
+            self.net = _asd().load_light_asd(self._light_asd_path(models, c["weights"]), dev)
         elif self.model_name == "talknet":
-            self.net = asd_mod.load_talknet(models.ensure("talknet", self.cfg), dev)
+            self.net = _asd().load_talknet(models.ensure("talknet", self.cfg), dev)
         elif self.model_name != "sync":
             raise ModelMissingError(f"[asd] model = {self.model_name!r}: use light-asd, talknet or sync")
         self.protocol = c["protocol"]
-        self.precision = asd_mod.resolve_precision(c["precision"], dev)
+        self.precision = _asd().resolve_precision(c["precision"], dev)
 
     def _light_asd_path(self, models, weights: str) -> Path:
         # Weights known to the model registry are fetched/checked there; others are a local file.
         for m in models.REGISTRY.values():
             if m.stage == "asd" and any(f.relpath == weights for f in m.files):
                 return models.ensure(m.id, self.cfg)
-        return asd_mod.resolve_local_weights(self.project.models_dir, weights)
+        return _asd().resolve_local_weights(self.project.models_dir, weights)
 
     def process(self, task: dict[str, Any]) -> dict[str, Any]:
         from ..audio.stages import ensure_audio
@@ -253,7 +260,7 @@ class AsdStage(Stage):
                 for fr in iter_frames(path, [(a, b)], fps, fmt="gray", stats=stats):
                     for tid, g in active.items():
                         if g.first <= fr.index <= g.last:
-                            crops[tid][fr.index] = asd_mod.crop_face(fr.image, *g.crop_geometry(fr.index, fr.scale))
+                            crops[tid][fr.index] = _asd().crop_face(fr.image, *g.crop_geometry(fr.index, fr.scale))
             spans, inputs = {}, []
             for tid in active:
                 have = sorted(crops[tid])
@@ -275,9 +282,9 @@ class AsdStage(Stage):
     def _score(self, inputs: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
         """Mean speaking score of each (crops, audio) track of one segment."""
         if self.model_name == "sync":
-            return [asd_mod.sync_score(faces, samples, 16000) for faces, samples in inputs]
+            return [_asd().sync_score(faces, samples, 16000) for faces, samples in inputs]
         # Light-ASD and TalkNet share inputs, interface and the scoring protocols.
-        logits = asd_mod.score_tracks(self.net, [(f, asd_mod.mfcc(a, 16000)) for f, a in inputs],
+        logits = _asd().score_tracks(self.net, [(f, _asd().mfcc(a, 16000)) for f, a in inputs],
                                       protocol=self.protocol, precision=self.precision, device=_device(self.device))
         return [float(np.mean(x)) for x in logits]
 
@@ -335,7 +342,7 @@ class _TrackGeometry:
         self.index = np.rint(b[:, 0] * fps).astype(int)
         self.boxes = b[:, 1:]
         self.first, self.last = int(self.index[0]), int(self.index[-1])
-        self.geom = asd_mod.smooth_track_boxes(self.boxes)
+        self.geom = _asd().smooth_track_boxes(self.boxes)
 
     def _row(self, k: int) -> int:
         return int(np.clip(np.searchsorted(self.index, k), 0, len(self.index) - 1))
