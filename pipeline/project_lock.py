@@ -26,6 +26,7 @@ from pathlib import Path
 LOCK_NAME = "run.lock"
 HEARTBEAT_S = 15.0
 STALE_AFTER_S = 90.0  # a foreign host's record older than this is a dead holder
+PROBE_GRACE_S = 2.0  # a run retries this long before it reports the project held
 
 try:  # POSIX
     import fcntl
@@ -175,9 +176,15 @@ class RunLock:
 
         `on_wait(holder)` is called once when waiting starts (the CLI prints who it waits for)."""
         told = False
+        # `holder()` (status, the app) takes the OS lock for a moment to see whether it is free:
+        # a run starting in that moment tries again briefly before it calls the project held.
+        probe_grace = time.monotonic() + PROBE_GRACE_S
         while not self.try_acquire():
             holder = self.holder()
             if not wait:
+                if time.monotonic() < probe_grace:
+                    time.sleep(0.05)
+                    continue
                 raise ProjectLocked(self.root, holder)
             if not told and on_wait is not None:
                 on_wait(holder)
@@ -226,14 +233,27 @@ class RunLock:
 
 
 def holder(root: str | Path) -> Holder | None:
-    """Who runs this project now (None when nobody does): for status and the app."""
-    probe = RunLock(root)
-    if not Path(root, LOCK_NAME).exists():
+    """Who runs this project now (None when nobody does): for status and the app.
+
+    Probes the OS lock without touching the holder record (a free lock keeps its old record)."""
+    path = Path(root, LOCK_NAME)
+    key = str(path.resolve()) if path.exists() else None
+    if key is None:
         return None
-    if probe.try_acquire():
-        probe.release()
+    with _held_guard:
+        if key in _held:  # this process runs it
+            return read_holder(root)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            free = _try_lock(fd)
+            if free:
+                _unlock(fd)
+        finally:
+            os.close(fd)
+    rec = read_holder(root)
+    if free and not _record_is_live(path, rec):  # another host's fresh record still counts
         return None
-    return probe.holder()
+    return rec
 
 
 # ---- the app's hold on an open project ------------------------------------------------------

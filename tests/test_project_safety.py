@@ -421,3 +421,25 @@ def test_init_prints_a_next_command_that_survives_spaces(tmp_path):
     assert r.returncode == 0
     nxt = [ln for ln in r.stdout.splitlines() if ln.startswith("next: ")][0]
     assert shlex.split(nxt[len("next: "):])[:3] == ["mikupal", "add", str(where)]
+
+
+def test_status_probing_the_lock_never_makes_a_run_fail(tmp_path):
+    # `holder()` (status, the app) tests the OS lock; a run starting at that moment must still
+    # get the project, and the probe must not leave its own record behind.
+    Project.create(tmp_path / "p")
+    RunLock(tmp_path / "p").acquire().release()  # run.lock exists, free
+    code = ("import sys, time; from mikupal.project_lock import holder\n"
+            "end = time.monotonic() + 60\n"
+            "while time.monotonic() < end:\n"
+            "    holder(sys.argv[1])\n")
+    prober = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "p")])
+    try:
+        for _ in range(200):
+            lock = RunLock(tmp_path / "p").acquire()      # no ProjectLocked from a probe
+            assert holder(tmp_path / "p").pid == os.getpid()
+            lock.release()
+        assert prober.poll() is None, "the prober died"
+    finally:
+        prober.kill()
+        prober.wait(30)
+    assert holder(tmp_path / "p") is None
