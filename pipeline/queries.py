@@ -16,6 +16,7 @@ Definitions:
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Iterable, Sequence
 
@@ -88,27 +89,38 @@ def latest_verdicts(db, annotation_ids: list[int] | None = None) -> list[dict]:
 
 # ---- pending work ------------------------------------------------------------------------
 
-def pending_work(project, db, stages: Iterable[str] | None = None) -> dict[str, int | None]:
-    """Items each stage's next run will work on, from the stages' own ``pending()``.
+def stage_work(project, db, stages: Iterable[str] | None = None) -> dict[str, dict]:
+    """Per stage: ``pending`` (what the next run works on, from the stage's own ``pending()``),
+    ``done`` and ``failed`` (pending items whose last try failed).
 
-    Video-scope stages count videos, segment-scope stages count (segment, run) items. A stage
-    whose upstream is not done counts 0 here (the run reports it as skipped); a stage that
-    cannot be imported on this install is None.
+    Video-scope stages count videos (done and failed from their stage_state); segment-scope
+    stages count their own items (segments, or (segment, run) answers) from ``done_count``
+    and the errors rows of pending segments. A stage whose upstream is not done is pending 0
+    here (the run reports it as skipped); a stage that cannot be built on this install (or
+    whose config does not parse: ``run`` says why) has pending None.
     """
     from .stage import STAGE_ORDER
-    from .stages import StageUnavailableError, stage_class
+    from .stages import stage_class
 
-    out: dict[str, int | None] = {}
+    out: dict[str, dict] = {}
     for name in stages or STAGE_ORDER:
+        per = dict(db.conn.execute("SELECT status, COUNT(*) FROM stage_state WHERE stage=? GROUP BY status",
+                                   (name,)).fetchall())
         try:
             stage = stage_class(name)(project, device="cpu")
-        except (StageUnavailableError, ImportError):
-            out[name] = None
+            items = stage.pending(db)
+        except Exception:  # noqa: BLE001 - unavailable on this install, or a config the run will explain
+            out[name] = {"pending": None, "done": per.get("done", 0), "failed": per.get("failed", 0)}
             continue
-        except Exception:  # noqa: BLE001 - e.g. a label set that does not parse: `run` says why
-            out[name] = None
-            continue
-        out[name] = len(stage.pending(db))
+        done = stage.done_count(db)
+        if done is None:
+            done, failed = per.get("done", 0), per.get("failed", 0)
+        else:
+            segs = sorted({int(it[0] if isinstance(it, (list, tuple)) else it) for it in items})
+            failed = db.conn.execute(
+                "SELECT COUNT(DISTINCT segment_id) FROM errors WHERE stage=? AND segment_id IN"
+                " (SELECT value FROM json_each(?))", (name, json.dumps(segs))).fetchone()[0]
+        out[name] = {"pending": len(items), "done": int(done), "failed": int(failed)}
     return out
 
 

@@ -218,8 +218,12 @@ def load_segment(db, seg: dict | int, rater: str = "", context_s: float = 0.5) -
     video = store.rows(db, "SELECT * FROM videos WHERE id = ?", (seg["video_id"],))[0]
     lo, hi = seg["start_s"] - context_s, seg["end_s"] + context_s
     tracks = []
+    # The segment's own track pieces (they cover it plus [faces] margin_s); a neighbour's piece
+    # of the same face would draw a second box. Tracks from before per-segment tracking have
+    # no segment.
     for t in store.rows(db, "SELECT id, start_s, end_s, boxes_json FROM tracks WHERE video_id = ?"
-                            " AND end_s >= ? AND start_s <= ? ORDER BY id", (seg["video_id"], lo, hi)):
+                            " AND end_s >= ? AND start_s <= ? AND (segment_id = ? OR segment_id IS NULL) ORDER BY id",
+                        (seg["video_id"], lo, hi, seg["id"])):
         boxes = [b for b in json.loads(t["boxes_json"] or "[]") if lo - 1.0 <= b[0] <= hi + 1.0]
         tracks.append({"id": t["id"], "start_s": t["start_s"], "end_s": t["end_s"], "boxes": boxes})
     return ReviewItem(annotation={}, segment=seg, video=video, tracks=tracks, runs=[], verdict=None)

@@ -13,6 +13,10 @@ Declarations (class attributes)::
     thread_safe      one instance may serve several worker threads at once
     supports_batch   the stage can also run through a batch driver (the Gemini Batch API);
                      the runner uses it when the driver instance's ``batch`` is set
+    video_state      segment scope only: the runner also records one video-level
+                     ``stage_state`` (done, ``cache_key(db, video)``, ``video_info``) once
+                     none of a video's segments is pending, so stages that require this one
+                     (and ``status``) read one state per video
 
 Driver side (the runner's thread; has the SQLite store):
 
@@ -23,6 +27,9 @@ Driver side (the runner's thread; has the SQLite store):
                                   the runner's transaction; for video scope it returns the
                                   ``info`` dict the runner stores in ``stage_state``
     ``run_id``                 the current run (set by the runner) for rows that record it
+    ``video_info(db, video_id)`` -> (``video_state`` stages) the info of the video-level state
+    ``done_count(db)``         -> items done in the project, in ``pending``'s unit (status);
+                                  None: count the done video states
 
 Worker side (no store; maybe another process or machine):
 
@@ -45,7 +52,9 @@ import hashlib
 import json
 from typing import Any, Iterable
 
-STAGE_ORDER = ("separate", "vad", "asr", "segments", "faces", "asd", "speakers", "emotion")
+# speakers comes after emotion: emotion does not read speaker ids, and between two
+# segment-scope stages (faces -> asd -> emotion) a segment streams on alone.
+STAGE_ORDER = ("separate", "vad", "asr", "segments", "faces", "asd", "emotion", "speakers")
 
 
 class StageError(Exception):
@@ -79,6 +88,7 @@ class Stage:
     # Ray resources per actor; the runner may override from config.
     num_gpus: float = 0.0
     thread_safe: bool = False
+    video_state: bool = False  # segment scope: also one stage_state per video (see above)
 
     run_id: int | None = None  # set by the runner on its driver-side instances
 
@@ -118,6 +128,14 @@ class Stage:
         want = set(segment_ids)
         return [it for it in self.pending(db, [video_id])
                 if (it[0] if isinstance(it, (list, tuple)) else it) in want]
+
+    def video_info(self, db, video_id: int) -> dict[str, Any]:
+        """The info of the video-level stage_state of a ``video_state`` stage."""
+        return {}
+
+    def done_count(self, db) -> int | None:
+        """Items done in the project, in the unit of ``pending`` (None: the done video states)."""
+        return None
 
     def prepare(self, db, item_id: int) -> dict[str, Any]:
         raise NotImplementedError

@@ -15,18 +15,8 @@ def project_status(project, db=None, n_errors: int = 10) -> dict:
     q = lambda sql, *a: db.conn.execute(sql, a).fetchone()[0]  # noqa: E731
     tables = ["videos", "runs", "transcripts", "segments", "tracks", "annotations", "raters", "reviews", "errors", "exports"]
     counts = {t: q(f"SELECT COUNT(*) FROM {t}") for t in tables}
-    pending = queries.pending_work(project, db)
-    stages = {}
-    for name in STAGE_ORDER:
-        if name == "emotion":  # items are (segment, run) answers
-            done = q("SELECT COUNT(*) FROM annotations")
-            failed = q("SELECT COUNT(DISTINCT segment_id) FROM errors WHERE stage='emotion' AND segment_id IS NOT NULL"
-                       " AND segment_id NOT IN (SELECT segment_id FROM annotations)")
-        else:  # items are videos
-            per = dict(db.conn.execute("SELECT status, COUNT(*) FROM stage_state WHERE stage=? GROUP BY status",
-                                       (name,)).fetchall())
-            done, failed = per.get("done", 0), per.get("failed", 0)
-        stages[name] = {"done": done, "failed": failed, "pending": pending.get(name)}
+    work = queries.stage_work(project, db)
+    stages = {name: work[name] for name in STAGE_ORDER}
     n_kept = q("SELECT COUNT(*) FROM segments WHERE status='ok'")
     total_s = q("SELECT COALESCE(SUM(duration_s), 0) FROM videos")
     ret = queries.retention(db, drop_statuses)

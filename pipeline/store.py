@@ -233,6 +233,16 @@ MIGRATIONS: list[list[str]] = [
     [f"ALTER TABLE videos ADD COLUMN {col} TEXT" for col in (
         "source_url", "source_id", "source_title", "source_uploader", "source_upload_date",
         "source_license", "source_info_json")],
+    # 6: the vision stages per segment (a long video streams): each segment's face track
+    # pieces, the keys its faces and asd results were computed under, and what each saw
+    [
+        "ALTER TABLE tracks ADD COLUMN segment_id INTEGER REFERENCES segments(id) ON DELETE CASCADE",
+        "ALTER TABLE segments ADD COLUMN faces_key TEXT",
+        "ALTER TABLE segments ADD COLUMN asd_key TEXT",
+        "ALTER TABLE segments ADD COLUMN faces_json TEXT",
+        "ALTER TABLE segments ADD COLUMN asd_json TEXT",
+        "CREATE INDEX tracks_segment ON tracks(segment_id)",
+    ],
 ]
 
 CURRENT_VERSION = len(MIGRATIONS)

@@ -128,8 +128,9 @@ def test_default_configuration_labels_who_speaks_and_drops_the_faceless_line(pro
         (vid, _), = add_videos(db, [clip]).added
         summary = Runner(proj).run()
         assert summary.ok, store.rows(db, "SELECT stage, message FROM errors")
-        for stage in STAGE_ORDER[:-1]:
-            assert store.get_stage_state(db, vid, stage)["status"] == "done", stage
+        for stage in STAGE_ORDER:  # every stage but emotion (its answers are the annotations) keeps a video state
+            if stage != "emotion":
+                assert store.get_stage_state(db, vid, stage)["status"] == "done", stage
         sep = store.get_stage_state(db, vid, "separate")["info"]
         assert sep["model"] == TINY_MDX and Path(sep["vocals16k"]).is_file()
         assert sep["snr_after_db"] > sep["snr_before_db"]  # the band-pass "vocals" shed the room noise

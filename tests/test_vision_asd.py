@@ -2,6 +2,7 @@
 the per-segment decision and the `asd` stage end to end on synthetic two-face clips."""
 from __future__ import annotations
 
+import collections
 import json
 
 import numpy as np
@@ -12,6 +13,7 @@ from mikupal.project import Project
 from mikupal.stage import ModelMissingError
 from mikupal.vision import asd as A
 from mikupal.vision.stages import _decide
+from mikupal.vision.tracks import link_pieces
 from vision_fixtures import chunk_by_chunk_scores, errors_of, project_with_video, run_stages, segments_of, stage_info, tracks_of
 
 LINES = ("I can't believe you did that, this is wonderful news!", "Thank you. That really means a lot to me.")
@@ -107,7 +109,10 @@ def tracked(request, tmp_path_factory, shared_models):
     clip, proj, vid = _build(tmp_path_factory, request.param)
     summary = run_stages(proj, ["faces"])
     assert summary.ok, summary.message
-    assert len(tracks_of(proj, vid)) == 2
+    tracks = tracks_of(proj, vid)
+    # one track piece per face in each segment, and the pieces join into the clip's two faces
+    assert sorted(collections.Counter(t["segment_id"] for t in tracks).values()) == [2] * len(clip.cues)
+    assert len(set(link_pieces(tracks, 25.0).values())) == 2
     yield clip, proj, vid
     mp.undo()
 

@@ -136,6 +136,9 @@ class EmotionStage(Stage):
             (self.backend_name, self.model, self.prompt.sha, self.label_set)).fetchall())
         return [(sid, r) for sid in seg_ids for r in range(self.runs) if (sid, r) not in done]
 
+    def done_count(self, db) -> int:
+        return db.conn.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
+
     def clip_spec(self, seg: dict, video: dict) -> ClipSpec:
         c = self.cfg["clips"]
         return ClipSpec(video_path=video["path"], video_sha=video["sha256"], start_s=float(seg["start_s"]),

@@ -104,21 +104,35 @@ class Ledger:
                 store.set_stage_state(self.db, video_id, stage.name, "done", cache_key=key, info=info or {},
                                       run_id=self.run_id)
 
+    def video_done(self, stage: Stage, video_id: int) -> None:
+        """A ``video_state`` segment stage has nothing pending for this video: its done state."""
+        with store.transaction(self.db):
+            key = stage.cache_key(self.db, video_id)
+            st = store.get_stage_state(self.db, video_id, stage.name)
+            info = stage.video_info(self.db, video_id)
+            if st is None or st["status"] != "done" or st["cache_key"] != key or st.get("info") != info:
+                store.set_stage_state(self.db, video_id, stage.name, "done", cache_key=key, info=info, run_id=self.run_id)
+
     def failure(self, stage: Stage, line: str, *, video_id: int | None, segment_id: int | None = None,
                 detail: str | None = None, path: str | None = None, mark_video: bool = True) -> None:
-        """One errors row and, for a video-scope stage, a failed state (never raises)."""
+        """One errors row and, for a video-scope (or ``video_state``) stage, a failed state (never raises)."""
         try:
             with store.transaction(self.db):
                 store.record_error(self.db, stage.name, line, run_id=self.run_id, video_id=video_id,
                                    segment_id=segment_id, detail=detail, path=path)
-                if mark_video and stage.scope == "video" and video_id is not None:
+                if mark_video and _has_video_state(stage) and video_id is not None:
                     store.set_stage_state(self.db, video_id, stage.name, "failed", run_id=self.run_id, info={"error": line})
         except Exception:  # noqa: BLE001 - never let bookkeeping stop the run
             self.logger.exception("could not record a failure of stage %s: %s", stage.name, line)
 
     def failed_state(self, stage: Stage, video_id: int, line: str) -> None:
         """A video-scope item that failed without an errors row of its own (its stage could not load)."""
-        if stage.scope != "video":
+        if not _has_video_state(stage):
             return
         with store.transaction(self.db):
             store.set_stage_state(self.db, video_id, stage.name, "failed", run_id=self.run_id, info={"error": line})
+
+
+def _has_video_state(stage: Stage) -> bool:
+    """Video-scope stages, and segment stages that also keep one state per video."""
+    return stage.scope == "video" or bool(stage.video_state)

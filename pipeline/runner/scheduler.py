@@ -248,6 +248,7 @@ class Runner:
                 self._maybe_close(vid, name)
                 return
             if not items:
+                self._video_state(vid, name)
                 continue
             if name in self.dead:
                 self._fail_dead(vid, name, items)
@@ -365,6 +366,8 @@ class Runner:
             return
         del self.open[(vid, name)]
         self.open_count[name] -= 1
+        if not entry[1] and forward and not self.cancelled:
+            self._video_state(vid, name)
         nxt = self._streams_into(name)
         if nxt is not None and (vid, nxt) in self.open:  # segments already moved on: no more will
             down = self.open[(vid, nxt)]
@@ -376,6 +379,17 @@ class Runner:
         # A video that failed a stage goes no further this run.
         if not entry[1] and forward and not self.cancelled:
             self._advance(vid, self.order.index(name) + 1)
+
+    def _video_state(self, vid: int, name: str) -> None:
+        """A ``video_state`` segment stage with nothing left pending in a video: its done state."""
+        stage = self.drivers[name]
+        if stage.scope != "segment" or not stage.video_state:
+            return
+        try:
+            if not stage.pending(self.db, [vid]):
+                self.ledger.video_done(stage, vid)
+        except Exception:  # noqa: BLE001 - bookkeeping: the segments' own results are committed
+            self.logger.exception("[%s] recording the done state of video %s failed", name, vid)
 
     # ---- failures -------------------------------------------------------------------
     def _label(self, vid: int | None, name: str, item: Any) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from .. import store
 from ..stage import Stage, StageError
 from . import cluster as cl
 from . import table
+from ..vision.tracks import link_pieces
 from .encoder import MODEL_NAME, RATE, SpeakerEncoder
 
 OPTIONAL = ("separate", "asd")  # read when done (vocals, face tracks); their keys join ours
@@ -69,25 +71,37 @@ class SpeakersStage(Stage):
         model = f"{MODEL_NAME}:{audio}"
         asd = store.get_stage_state(db, item_id, "asd")
         faces = bool(c["use_faces"]) and asd is not None and asd["status"] == "done"
+        # Track pieces (one per segment) joined into faces: a face's segments start together.
+        face_of, spans = (self._faces(db, item_id) if faces else ({}, {}))
         segs = []
         for r in store.rows(db, "SELECT s.id, s.start_s, s.end_s, s.status, s.speaker_track_id, s.speaker_source,"
                                 " v.embedding, v.model FROM segments s LEFT JOIN segment_voices v ON v.segment_id = s.id"
                                 " WHERE s.video_id=? ORDER BY s.start_s, s.id", (item_id,)):
             segs.append({
                 "id": r["id"], "start_s": r["start_s"], "end_s": r["end_s"],
-                "track_id": r["speaker_track_id"] if faces and r["status"] == "ok" else None,
-                "any_track_id": r["speaker_track_id"] if faces else None,
+                "track_id": face_of.get(r["speaker_track_id"]) if faces and r["status"] == "ok" else None,
+                "any_track_id": face_of.get(r["speaker_track_id"]) if faces else None,
                 "locked": r["speaker_source"] == "user",
                 # an embedding from an earlier run with the same encoder and audio is reused
                 "embedding": base64.b64encode(r["embedding"]).decode("ascii") if r["embedding"] and r["model"] == model else None,
             })
-        spans = {}
-        if faces:
-            spans = {str(r[0]): [r[1], r[2]] for r in db.conn.execute(
-                "SELECT id, start_s, end_s FROM tracks WHERE video_id=?", (item_id,))}
         return {"video_id": item_id, "path": v["path"], "sha256": v["sha256"], "audio": audio,
                 "audio_path": vocals if audio == "vocals" else None, "model": model, "segments": segs,
                 "track_spans": spans, "cache_key": self.cache_key(db, item_id)}
+
+    def _faces(self, db, video_id: int) -> tuple[dict[int, int], dict[str, list[float]]]:
+        """Track id -> face id, and each face's time on screen (for the cannot-link rule)."""
+        fc = self.cfg["faces"]
+        rows = store.rows(db, "SELECT id, segment_id, start_s, end_s, boxes_json FROM tracks WHERE video_id=?", (video_id,))
+        face_of = link_pieces(({"id": r["id"], "segment_id": r["segment_id"], "boxes": json.loads(r["boxes_json"])}
+                               for r in rows), float(fc["fps"]), iou_threshold=float(fc["iou_threshold"]),
+                              max_gap_s=int(fc["max_gap_frames"]) / float(fc["fps"]))
+        spans: dict[str, list[float]] = {}
+        for r in rows:
+            f = str(face_of.get(r["id"], r["id"]))
+            lo, hi = spans.get(f, [r["start_s"], r["end_s"]])
+            spans[f] = [min(lo, r["start_s"]), max(hi, r["end_s"])]
+        return face_of, spans
 
     # ---- worker side -------------------------------------------------------------------
     def load(self) -> None:

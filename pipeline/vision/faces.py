@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ..stage import ModelMissingError
+from .tracks import box_iou
 
 log = logging.getLogger(__name__)
 
@@ -24,21 +25,6 @@ S3FD_FILE = "s3fd-619a316812.pth"
 # ---------------------------------------------------------------------------------------
 # Detectors
 # ---------------------------------------------------------------------------------------
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix between boxes a (N, 4+) and b (M, 4+)."""
-    a, b = np.asarray(a, float)[:, :4], np.asarray(b, float)[:, :4]
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def nms(dets: np.ndarray, iou: float = 0.3) -> np.ndarray:
     """Greedy non-maximum suppression on (N, 5) boxes, highest score first."""
     if not len(dets):

@@ -1,4 +1,4 @@
-"""The two vision stages (video scope): ``faces`` (detect + track) and ``asd`` (who speaks).
+"""The two vision stages (segment scope): ``faces`` (detect + track) and ``asd`` (who speaks).
 
 ``faces`` writes the ``tracks`` table. ``tracks.boxes_json`` is a JSON list with one entry
 per analysed frame of the track, ``[t, x1, y1, x2, y2]``: ``t`` the time in seconds on the
@@ -20,17 +20,18 @@ these four is kept. Every segment is written; none is dropped here. Each track i
 over the part inside the segment (``[asd] protocol = "one-pass"``; the tracks of a segment
 go through the network as one batch) or with the official 1..6 s multi-length average.
 
-Streaming inside a long video (not built: it needs the runner and a schema slot). ``asd``
-would become ``scope = "segment"``: items = segment ids of videos whose ``faces`` state is
-done; ``prepare`` takes the segment and only the boxes of the tracks inside it; ``commit``
-writes that segment's speaker fields and a per-segment cache key (``segments.asd_key``, a
-migration); the runner would forward each committed segment to the next segment-scope stage
-(emotion) instead of waiting for all of the video's items. ``faces`` stays per video (tracks
-cross segments) or becomes per chunk of segments (items = (video, chunk), tracks keyed by
-chunk) so that the first labels do not wait for the whole video's detection.
+Both stages work per segment (``scope = "segment"``), so a long video streams: a segment
+whose faces are tracked goes on to ``asd`` and then to ``emotion`` while the rest of the
+video is still being detected, and two workers share one video. Each segment's tracks cover
+the segment plus ``[faces] margin_s``; a face on screen across segments is one track piece per
+segment (``tracks.segment_id``), joined again by ``tracks.link_pieces`` where a face
+identity is needed (speakers, the review view). ``segments.faces_key`` and ``asd_key`` say
+what each segment was computed under; a stale or missing key is pending. When no segment
+of a video is pending the runner records the video's ``faces`` and ``asd`` stage_state.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -64,9 +65,35 @@ def _video_row(db, video_id: int) -> dict:
     return rows[0]
 
 
-def _segments(db, video_id: int) -> list[list]:
-    return [[r[0], r[1], r[2], r[3]] for r in db.conn.execute(
-        "SELECT id, start_s, end_s, status FROM segments WHERE video_id=? ORDER BY start_s, id", (video_id,))]
+_SEGMENT_COLS = "id, video_id, start_s, end_s, status, faces_key, asd_key"
+
+
+def _segment_rows(db, *, video_ids=None, segment_ids=None) -> list[dict]:
+    """The vision columns of the segments of these videos (or these segments), in time order."""
+    if segment_ids is not None:
+        where, arg = "id IN (SELECT value FROM json_each(?))", json.dumps([int(s) for s in segment_ids])
+    elif video_ids is not None:
+        where, arg = "video_id IN (SELECT value FROM json_each(?))", json.dumps([int(v) for v in video_ids])
+    else:
+        where, arg = "1", None
+    return store.rows(db, f"SELECT {_SEGMENT_COLS} FROM segments WHERE {where} ORDER BY video_id, start_s, id",
+                      () if arg is None else (arg,))
+
+
+def _segment_row(db, segment_id: int) -> dict:
+    rows = _segment_rows(db, segment_ids=[segment_id])
+    if not rows:
+        raise StageError(f"segment {segment_id}: no longer in the project (segments were rebuilt); run again")
+    return rows[0]
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def _segment_key(video_key: str, seg: dict) -> str:
+    """The faces key of one segment: the video's faces key (config, file, segmentation) and its bounds."""
+    return _key(video_key, f"{float(seg['start_s']):.3f}", f"{float(seg['end_s']):.3f}")
 
 
 def _device(device: str) -> str:
@@ -75,18 +102,77 @@ def _device(device: str) -> str:
 
 # ---------------------------------------------------------------------------------------
 class FacesStage(Stage):
-    """Detect faces in the frames inside segments (+ margin) and link them into tracks."""
+    """Detect faces in one segment's frames (+ margin) and link them into that segment's tracks."""
 
     name = "faces"
-    scope = "video"
+    scope = "segment"
+    video_state = True
     requires = ("segments",)
     config_sections = ("faces",)
 
-    def prepare(self, db, item_id: int) -> dict[str, Any]:
-        v = _video_row(db, item_id)
-        return {"video_id": v["id"], "path": v["path"], "duration_s": v["duration_s"],
-                "segments": _segments(db, item_id), "cache_key": self.cache_key(db, item_id)}
+    # ---- driver side -------------------------------------------------------------------
+    def _stale(self, db, rows: list[dict]) -> list[int]:
+        vkeys: dict[int, str] = {}
+        out = []
+        for r in rows:
+            if r["video_id"] not in vkeys:
+                vkeys[r["video_id"]] = self.cache_key(db, r["video_id"])
+            if r["faces_key"] != _segment_key(vkeys[r["video_id"]], r):
+                out.append(r["id"])
+        return out
 
+    def pending(self, db, video_ids=None) -> list[int]:
+        return self._stale(db, _segment_rows(db, video_ids=video_ids))
+
+    def pending_segments(self, db, video_id: int, segment_ids: list[int]) -> list[int]:
+        return self._stale(db, _segment_rows(db, segment_ids=segment_ids))
+
+    def done_count(self, db) -> int:
+        return db.conn.execute("SELECT COUNT(*) FROM segments WHERE faces_key IS NOT NULL").fetchone()[0]
+
+    def video_info(self, db, video_id: int) -> dict[str, Any]:
+        """The video's segments together: frames, detections, cuts, corrupt packets, warnings."""
+        info: dict[str, Any] = {"segments": 0, "frames": 0, "detected_frames": 0, "corrupt_frames": 0,
+                                "scene_cuts": [], "detector": None, "warnings": []}
+        for (raw,) in db.conn.execute("SELECT faces_json FROM segments WHERE video_id=? AND faces_key IS NOT NULL"
+                                      " ORDER BY start_s, id", (video_id,)):
+            r = json.loads(raw or "{}")
+            info["segments"] += 1
+            for k in ("frames", "detected_frames", "corrupt_frames"):
+                info[k] += int(r.get(k) or 0)
+            info["scene_cuts"] = sorted(set(info["scene_cuts"]) | set(r.get("scene_cuts") or []))
+            info["detector"] = r.get("detector") or info["detector"]
+            info["warnings"] += [w for w in r.get("warnings") or [] if w not in info["warnings"]]
+        info["tracks"] = db.conn.execute("SELECT COUNT(*) FROM tracks WHERE video_id=?", (video_id,)).fetchone()[0]
+        if info["corrupt_frames"]:
+            name = Path(_video_row(db, video_id)["path"]).name
+            info["warnings"].append(
+                f"{info['corrupt_frames']} corrupt video packets skipped during face detection in {name}; faces "
+                "there are interpolated or missing - re-encode the file with ffmpeg to recover them")
+        return info
+
+    def prepare(self, db, item_id: int) -> dict[str, Any]:
+        seg = _segment_row(db, item_id)
+        v = _video_row(db, seg["video_id"])
+        return {"video_id": v["id"], "segment_id": seg["id"], "path": v["path"], "duration_s": v["duration_s"],
+                "has_video": v["has_video"], "start_s": seg["start_s"], "end_s": seg["end_s"],
+                "faces_key": _segment_key(self.cache_key(db, v["id"]), seg)}
+
+    def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        """Replace the segment's tracks (and a video's tracks from before tracking per segment)."""
+        vid, sid = task["video_id"], task["segment_id"]
+        db.conn.execute("DELETE FROM tracks WHERE segment_id=? OR (video_id=? AND segment_id IS NULL)", (sid, vid))
+        for t in result["tracks"]:
+            db.conn.execute("INSERT INTO tracks (video_id, segment_id, start_s, end_s, boxes_json) VALUES (?,?,?,?,?)",
+                            (vid, sid, t["start_s"], t["end_s"], json.dumps(t["boxes"], separators=(",", ":"))))
+        # The segment's speaker (if any) pointed at a replaced track: asd runs it again.
+        seen = {k: result[k] for k in ("frames", "detected_frames", "corrupt_frames", "scene_cuts", "detector", "warnings")}
+        seen["tracks"] = len(result["tracks"])
+        db.conn.execute("UPDATE segments SET faces_key=?, faces_json=?, asd_key=NULL WHERE id=?",
+                        (task["faces_key"], json.dumps(seen, separators=(",", ":")), sid))
+        return seen
+
+    # ---- worker side -------------------------------------------------------------------
     def load(self) -> None:
         c = self.cfg["faces"]
         self.detector, self.warnings = faces_mod.make_detector(c["detector"], self.cfg, device=_device(self.device))
@@ -95,9 +181,13 @@ class FacesStage(Stage):
         c = self.cfg["faces"]
         fps = float(c["fps"])
         path = task["path"]
+        none = {"tracks": [], "frames": 0, "detected_frames": 0, "corrupt_frames": 0, "scene_cuts": [],
+                "detector": self.detector.name, "warnings": list(self.warnings)}
+        if not task.get("has_video", 1):
+            return none  # an audio-only file: no faces (asd calls its segments no_face)
         if not Path(path).is_file():
             raise StageError(f"{path}: video file is missing; restore it or remove the video from the project")
-        spans = merge_spans([(s[1], s[2]) for s in task["segments"]], float(c["margin_s"]), task.get("duration_s"))
+        spans = merge_spans([(task["start_s"], task["end_s"])], float(c["margin_s"]), task.get("duration_s"))
         every = int(c["detect_every"])
         thr, max_gap = float(c["scene_cut_threshold"]), max(int(c["max_gap_frames"]), every)
         stats = DecodeStats()
@@ -120,7 +210,7 @@ class FacesStage(Stage):
         scale = 1.0
         # Every frame is decoded (H.264 needs it anyway) and its colour histogram checked for
         # a cut; the detector runs on every `detect_every`-th frame, on both sides of a cut
-        # and on a span's last frame. The tracker interpolates the boxes in between. The
+        # and on the span's last frame. The tracker interpolates the boxes in between. The
         # choice for frame k waits for frame k+1 (one frame of look-ahead for cuts).
         for fr in iter_frames(path, spans, fps, width=int(c["detect_width"]), fmt="rgb24", stats=stats):
             hist = faces_mod.frame_histogram(fr.image)
@@ -137,9 +227,12 @@ class FacesStage(Stage):
             choose(prev[0])  # the last decoded frame always: tracks reach the end
         if batch:
             flush()
-        if spans and stats.frames == 0:
-            raise StageError(f"{path}: no decodable video frames inside the speech segments "
-                             f"({stats.corrupt} corrupt packets); re-encode the file with ffmpeg")
+        where = f"{path} ({task['start_s']:.2f}-{task['end_s']:.2f} s)"
+        if stats.frames == 0:
+            if stats.corrupt:
+                raise StageError(f"{where}: no decodable video frames in this segment ({stats.corrupt} corrupt "
+                                 "packets); re-encode the file with ffmpeg")
+            return none  # the picture ends before the sound: nothing on screen to track
         tracks = faces_mod.track_faces(
             detections, cuts=cuts, iou_threshold=float(c["iou_threshold"]), max_gap=max_gap,
             # min_track_frames counts frames; a sparse detector sees 1 in `every` of them
@@ -154,26 +247,12 @@ class FacesStage(Stage):
             boxes = [[round(k / fps, 3), *(round(float(x), 1) for x in row)] for k, row in zip(t.frames, b)]
             out.append({"start_s": round(t.start / fps, 3), "end_s": round(t.end / fps, 3), "boxes": boxes,
                         "detected_frames": int(t.detected.sum())})
-        warnings = list(self.warnings)
         if stats.corrupt:
-            warnings.append(f"{stats.corrupt} corrupt video packets skipped during face detection in "
-                            f"{Path(path).name}; faces there are interpolated or missing — re-encode the file "
-                            "with ffmpeg to recover them")
-            log.warning("video %s: %s", task["video_id"], warnings[-1])
+            log.warning("%s: %d corrupt video packets skipped during face detection; faces there are interpolated "
+                        "or missing - re-encode the file with ffmpeg to recover them", where, stats.corrupt)
         return {"tracks": out, "frames": stats.frames, "detected_frames": len(detections),
                 "corrupt_frames": stats.corrupt, "scene_cuts": [round(k / fps, 3) for k in sorted(cuts)],
-                "detector": self.detector.name, "warnings": warnings, "width": w, "height": h}
-
-    def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-        """Replace the video's tracks; return the stage_state info (the runner stores it)."""
-        vid = task["video_id"]
-        db.conn.execute("DELETE FROM tracks WHERE video_id=?", (vid,))
-        for t in result["tracks"]:
-            db.conn.execute("INSERT INTO tracks (video_id, start_s, end_s, boxes_json) VALUES (?,?,?,?)",
-                            (vid, t["start_s"], t["end_s"], json.dumps(t["boxes"], separators=(",", ":"))))
-        info = {k: result[k] for k in ("frames", "detected_frames", "corrupt_frames", "scene_cuts", "detector", "warnings")}
-        info["tracks"] = len(result["tracks"])
-        return info
+                "detector": self.detector.name, "warnings": list(self.warnings), "width": w, "height": h}
 
 
 class _DetectionFrames:
@@ -201,21 +280,72 @@ class _DetectionFrames:
 
 # ---------------------------------------------------------------------------------------
 class AsdStage(Stage):
-    """Score every face track inside every segment and pick the active speaker."""
+    """Score every face track of one segment and pick the active speaker."""
 
     name = "asd"
-    scope = "video"
+    scope = "segment"
+    video_state = True
     requires = ("faces",)
     config_sections = ("asd",)
 
-    def prepare(self, db, item_id: int) -> dict[str, Any]:
-        v = _video_row(db, item_id)
-        tracks = [[r[0], json.loads(r[1])] for r in db.conn.execute(
-            "SELECT id, boxes_json FROM tracks WHERE video_id=? ORDER BY start_s, id", (item_id,))]
-        return {"video_id": v["id"], "path": v["path"], "sha256": v["sha256"], "duration_s": v["duration_s"],
-                "segments": _segments(db, item_id), "tracks": tracks, "fps": float(self.cfg["faces"]["fps"]),
-                "cache_key": self.cache_key(db, item_id)}
+    # ---- driver side -------------------------------------------------------------------
+    def _asd_key(self, faces_key: str) -> str:
+        cfg = json.dumps({s: self.cfg.get(s, {}) for s in self.config_sections}, sort_keys=True)
+        return _key(self.name, cfg, faces_key)
 
+    def _stale(self, rows: list[dict]) -> list[int]:
+        # A segment is ready once faces tracked it; its key follows the faces key it read.
+        return [r["id"] for r in rows if r["faces_key"] and r["asd_key"] != self._asd_key(r["faces_key"])]
+
+    def pending(self, db, video_ids=None) -> list[int]:
+        return self._stale(_segment_rows(db, video_ids=video_ids))
+
+    def pending_segments(self, db, video_id: int, segment_ids: list[int]) -> list[int]:
+        return self._stale(_segment_rows(db, segment_ids=segment_ids))
+
+    def done_count(self, db) -> int:
+        return db.conn.execute("SELECT COUNT(*) FROM segments WHERE asd_key IS NOT NULL").fetchone()[0]
+
+    def video_info(self, db, video_id: int) -> dict[str, Any]:
+        c = self.cfg["asd"]
+        statuses: dict[str, int] = {}
+        scores, frames, corrupt, precision = {}, 0, 0, None
+        for sid, raw in db.conn.execute("SELECT id, asd_json FROM segments WHERE video_id=? AND asd_key IS NOT NULL"
+                                        " ORDER BY start_s, id", (video_id,)):
+            r = json.loads(raw or "{}")
+            statuses[r.get("status")] = statuses.get(r.get("status"), 0) + 1
+            scores[str(sid)] = r.get("scores", {})
+            frames += r.get("frames", 0)
+            corrupt += r.get("corrupt_frames", 0)
+            precision = r.get("precision") or precision
+        sync = c["model"] == "sync"
+        return {"model": c["model"], "protocol": None if sync else c["protocol"], "precision": precision,
+                "statuses": statuses, "frames": frames, "corrupt_frames": corrupt, "track_scores": scores}
+
+    def prepare(self, db, item_id: int) -> dict[str, Any]:
+        seg = _segment_row(db, item_id)
+        v = _video_row(db, seg["video_id"])
+        tracks = [[r[0], json.loads(r[1])] for r in db.conn.execute(
+            "SELECT id, boxes_json FROM tracks WHERE segment_id=? ORDER BY start_s, id", (item_id,))]
+        return {"video_id": v["id"], "path": v["path"], "sha256": v["sha256"], "duration_s": v["duration_s"],
+                "segment": [seg["id"], seg["start_s"], seg["end_s"], seg["status"]], "tracks": tracks,
+                "fps": float(self.cfg["faces"]["fps"]), "asd_key": self._asd_key(seg["faces_key"] or "")}
+
+    def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        """Write the segment's speaker fields and what ASD saw."""
+        r = result["segment"]
+        keep = ",".join("?" * len(ASD_STATUSES))
+        seen = {"status": r["status"], "scores": r["scores"], "frames": result["frames"],
+                "corrupt_frames": result["corrupt_frames"], "precision": result["precision"]}
+        db.conn.execute(
+            "UPDATE segments SET speaker_track_id=?, speaker_bbox_json=?, asd_score=?, asd_key=?, asd_json=?,"
+            f" status=CASE WHEN status IN ({keep}) THEN ? ELSE status END WHERE id=? AND video_id=?",
+            (r["speaker_track_id"], json.dumps(r["bbox"]) if r["bbox"] else None, r["score"], task["asd_key"],
+             json.dumps(seen, separators=(",", ":")), *ASD_STATUSES, r["status"], r["id"], task["video_id"]),
+        )
+        return seen
+
+    # ---- worker side -------------------------------------------------------------------
     def load(self) -> None:
         from .. import models
 
@@ -245,65 +375,51 @@ class AsdStage(Stage):
 
         fps = float(task["fps"])
         path = task["path"]
-        tracks = {tid: _TrackGeometry(boxes, fps) for tid, boxes in task["tracks"]}
-        audio_path = ensure_audio(self.project, path, task["sha256"], stereo44=False)["mix16k"] if tracks else None
+        seg = task["segment"]
+        tracks = {tid: _TrackGeometry(boxes, fps) for tid, boxes in task["tracks"] if boxes}
         stats = DecodeStats()
-        results = []
-        # One segment at a time (each <= [segments] max_s): memory stays bounded whatever the
-        # video length; only the frames inside the segment are decoded.
-        for seg in task["segments"]:
-            a, b = float(seg[1]), float(seg[2])
-            ks = grid_indices(a, b, fps)
-            active = {tid: g for tid, g in tracks.items() if len(ks) and g.first <= ks[-1] and g.last >= ks[0]}
-            crops: dict[int, dict[int, np.ndarray]] = {tid: {} for tid in active}
-            if active:
-                for fr in iter_frames(path, [(a, b)], fps, fmt="gray", stats=stats):
-                    for tid, g in active.items():
-                        if g.first <= fr.index <= g.last:
-                            crops[tid][fr.index] = _asd().crop_face(fr.image, *g.crop_geometry(fr.index, fr.scale))
-            spans, inputs = {}, []
-            for tid in active:
-                have = sorted(crops[tid])
-                if len(have) < MIN_ASD_FRAMES:
-                    continue
-                k0, k1 = have[0], have[-1]
-                # int16 scale, as TalkNet reads its wav files (the MFCC energy term depends on it)
-                audio = read_audio(audio_path, k0 / fps, (k1 + 1) / fps) * 32768.0
-                spans[tid] = (k0, k1)
-                inputs.append((_fill(crops[tid], k0, k1), audio))
-            del crops
-            scores = dict(zip(spans, self._score(inputs)))
-            bbox = {tid: tracks[tid].median_box(*spans[tid]) for tid in scores}
-            results.append(_decide(seg, scores, bbox, self.cfg["asd"]))
-        return {"segments": results, "model": self.model_name, "frames": stats.frames, "corrupt_frames": stats.corrupt,
+        a, b = float(seg[1]), float(seg[2])
+        ks = grid_indices(a, b, fps)
+        active = {tid: g for tid, g in tracks.items() if len(ks) and g.first <= ks[-1] and g.last >= ks[0]}
+        crops: dict[int, dict[int, np.ndarray]] = {tid: {} for tid in active}
+        # Only the frames inside the segment (<= [segments] max_s) are decoded: memory stays
+        # bounded whatever the video length.
+        if active:
+            for fr in iter_frames(path, [(a, b)], fps, fmt="gray", stats=stats):
+                for tid, g in active.items():
+                    if g.first <= fr.index <= g.last:
+                        crops[tid][fr.index] = _asd().crop_face(fr.image, *g.crop_geometry(fr.index, fr.scale))
+        spans, inputs = {}, []
+        audio_path = None
+        for tid in active:
+            have = sorted(crops[tid])
+            if len(have) < MIN_ASD_FRAMES:
+                continue
+            if audio_path is None:
+                audio_path = ensure_audio(self.project, path, task["sha256"], stereo44=False)["mix16k"]
+            k0, k1 = have[0], have[-1]
+            # int16 scale, as TalkNet reads its wav files (the MFCC energy term depends on it)
+            audio = read_audio(audio_path, k0 / fps, (k1 + 1) / fps) * 32768.0
+            spans[tid] = (k0, k1)
+            inputs.append((_fill(crops[tid], k0, k1), audio))
+        del crops
+        scores = dict(zip(spans, self._score(inputs)))
+        bbox = {tid: tracks[tid].median_box(*spans[tid]) for tid in scores}
+        return {"segment": _decide(seg, scores, bbox, self.cfg["asd"]), "model": self.model_name,
+                "frames": stats.frames, "corrupt_frames": stats.corrupt,
                 "protocol": None if self.model_name == "sync" else self.protocol,
                 "precision": None if self.model_name == "sync" else self.precision}
 
     def _score(self, inputs: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
         """Mean speaking score of each (crops, audio) track of one segment."""
+        if not inputs:
+            return []
         if self.model_name == "sync":
             return [_asd().sync_score(faces, samples, 16000) for faces, samples in inputs]
         # Light-ASD and TalkNet share inputs, interface and the scoring protocols.
         logits = _asd().score_tracks(self.net, [(f, _asd().mfcc(a, 16000)) for f, a in inputs],
                                       protocol=self.protocol, precision=self.precision, device=_device(self.device))
         return [float(np.mean(x)) for x in logits]
-
-    def commit(self, db, task: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-        """Write every segment's speaker fields; return the stage_state info (the runner stores it)."""
-        vid = task["video_id"]
-        counts: dict[str, int] = {}
-        keep = ",".join("?" * len(ASD_STATUSES))
-        for r in result["segments"]:
-            db.conn.execute(
-                "UPDATE segments SET speaker_track_id=?, speaker_bbox_json=?, asd_score=?,"
-                f" status=CASE WHEN status IN ({keep}) THEN ? ELSE status END WHERE id=? AND video_id=?",
-                (r["speaker_track_id"], json.dumps(r["bbox"]) if r["bbox"] else None, r["score"],
-                 *ASD_STATUSES, r["status"], r["id"], vid),
-            )
-            counts[r["status"]] = counts.get(r["status"], 0) + 1
-        return {"model": result["model"], "protocol": result["protocol"], "precision": result["precision"],
-                "statuses": counts, "frames": result["frames"], "corrupt_frames": result["corrupt_frames"],
-                "track_scores": {str(r["id"]): r["scores"] for r in result["segments"]}}
 
 
 def _decide(seg: list, scores: dict[int, float], bbox: dict[int, list], cfg: dict) -> dict:
