@@ -7,7 +7,9 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from gemini_server import GeminiServer
 from mikupal import store
 from mikupal.ingest import add_videos
 from mikupal.project import Project
@@ -41,20 +43,43 @@ def set_cfg(project: Project, **kw) -> None:
         project.config[sec][key] = v
 
 
-def run_emotion(project: Project, in_flight: int | None = None):
-    """Driver loop shaped like the runner's asyncio executor: pending -> prepare on the driver,
-    ``process_async`` fanned out (``in_flight`` items at once, default the stage's concurrency()),
-    commit inside a transaction, a StageError stored as an errors row with its detail and path.
-    Returns (stage, db, failure messages)."""
-    import asyncio
-
+def _stage_and_tasks(project: Project):
+    """The emotion stage over `project`, its db, and every pending item prepared in order."""
     from mikupal.emotion.stage import EmotionStage
-    from mikupal.stage import StageError
 
     stage = EmotionStage(project)
     db = project.db()
-    tasks = [stage.prepare(db, it) for it in stage.pending(db)]
+    return stage, db, [stage.prepare(db, it) for it in stage.pending(db)]
+
+
+def _record_outcomes(stage, db, failures: list[str]):
+    """on_outcome(task, result) as the runner does it: a StageError becomes an errors row with
+    its detail and path (and its message in `failures`), a result is committed in a transaction."""
+    from mikupal.stage import StageError
+
+    def on_outcome(t, r):
+        if isinstance(r, StageError):
+            failures.append(str(r))
+            store.record_error(db, "emotion", str(r), segment_id=t["segment_id"], video_id=t["video_id"],
+                               detail=getattr(r, "detail", None), path=getattr(r, "path", None))
+        else:
+            with store.transaction(db):
+                stage.commit(db, t, r)
+
+    return on_outcome
+
+
+def run_emotion(project: Project, in_flight: int | None = None):
+    """Driver loop shaped like the runner's asyncio executor: pending -> prepare on the driver,
+    ``process_async`` fanned out (``in_flight`` items at once, default the stage's concurrency()),
+    outcomes handled as the runner does. Returns (stage, db, failure messages)."""
+    import asyncio
+
+    from mikupal.stage import StageError
+
+    stage, db, tasks = _stage_and_tasks(project)
     failures: list[str] = []
+    on_outcome = _record_outcomes(stage, db, failures)
 
     async def main():
         stage.load()
@@ -70,14 +95,7 @@ def run_emotion(project: Project, in_flight: int | None = None):
         try:
             started = [asyncio.ensure_future(one(t)) for t in tasks]  # in order, like the runner's queue
             for fut in asyncio.as_completed(started):
-                t, r = await fut
-                if isinstance(r, StageError):
-                    failures.append(str(r))
-                    store.record_error(db, "emotion", str(r), segment_id=t["segment_id"], video_id=t["video_id"],
-                                       detail=getattr(r, "detail", None), path=getattr(r, "path", None))
-                else:
-                    with store.transaction(db):
-                        stage.commit(db, t, r)
+                on_outcome(*await fut)
         finally:
             await stage.aclose()
 
@@ -91,26 +109,12 @@ def run_emotion_batch(project: Project, **driver_kw):
     import asyncio
 
     from mikupal.emotion.batch import BatchDriver, run_batch
-    from mikupal.emotion.stage import EmotionStage
-    from mikupal.stage import StageError
 
     project.config["emotion"]["batch"] = True
-    stage = EmotionStage(project)
-    db = project.db()
-    tasks = [stage.prepare(db, it) for it in stage.pending(db)]
+    stage, db, tasks = _stage_and_tasks(project)
     failures: list[str] = []
-
-    def on_outcome(t, r):
-        if isinstance(r, StageError):
-            failures.append(str(r))
-            store.record_error(db, "emotion", str(r), segment_id=t["segment_id"], video_id=t["video_id"],
-                               detail=getattr(r, "detail", None), path=getattr(r, "path", None))
-        else:
-            with store.transaction(db):
-                stage.commit(db, t, r)
-
     drv = BatchDriver(stage, db, **driver_kw)
-    asyncio.run(run_batch(stage, db, tasks, on_outcome, driver=drv))
+    asyncio.run(run_batch(stage, db, tasks, _record_outcomes(stage, db, failures), driver=drv))
     return stage, db, failures, drv
 
 
@@ -151,6 +155,33 @@ def env_for_gemini(monkeypatch, url: str) -> None:
     monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     monkeypatch.setenv("MIKUPAL_GEMINI_BASE_URL", url)
+
+
+@pytest.fixture()
+def gemini_server():
+    """The Gemini protocol server (tests/gemini_server.py) for one test; a module imports it
+    under the name its tests use (``from emotion_fixtures import gemini_server as server``)."""
+    s = GeminiServer(processing_polls=1)
+    yield s
+    s.close()
+
+
+# The emotion stage on the Gemini backend as the tests drive it. The timeout is far above what a
+# local answer takes on a loaded machine (a timeout would send a request again and change every
+# count); the timeout tests lower it against stalls that never answer. Concurrency 1: scripted
+# replies go to items in order (tests of concurrency raise it).
+GEMINI_SETTINGS = dict(emotion__backend="gemini", emotion__model="gemini-2.5-flash-test", emotion__backoff_s=0.01,
+                       emotion__max_backoff_s=0.05, emotion__timeout_s=60.0, emotion__concurrency=1)
+
+
+def gemini_project(project: Project, demo_clip, server, monkeypatch, **settings) -> Project:
+    """`project` with the demo clip's segments (the 4th has status no_face, which emotion skips:
+    ``project.seg_ids``) and the emotion stage at `server` with the test key; `settings` as
+    for set_cfg, over GEMINI_SETTINGS."""
+    env_for_gemini(monkeypatch, server.url)
+    project.seg_ids = project_with_segments(project, demo_clip, statuses={3: "no_face"})
+    set_cfg(project, **{**GEMINI_SETTINGS, **settings})
+    return project
 
 
 def assert_no_key(project: Project, *texts: str, key: str = API_KEY) -> None:

@@ -226,7 +226,10 @@ class GeminiServer(ScriptedServer):
         self.batch_pending_gets = 1  # GETs that still see PENDING (then one RUNNING, then the end state)
         self.batch_hold = False  # True: jobs stay PENDING until released
         self.batch_final = "BATCH_STATE_SUCCEEDED"
-        self.batch_create_delay_s = 0.0  # the job is recorded at once, the answer comes this late
+        # Cleared: a create is recorded at once, its answer waits until set (a client can die
+        # between "the service has the job" and "the client heard so" for as long as a test needs).
+        self.batch_create_answer = threading.Event()
+        self.batch_create_answer.set()
 
     # --- generateContent ---------------------------------------------------------------
     def _ok(self, req: dict, text: str | None, finish: str = "STOP") -> dict:
@@ -384,12 +387,17 @@ class GeminiServer(ScriptedServer):
                                  "keys_meta": [it.get("metadata") for it in (g(g(inp, "requests") or {}, "requests") or [])],
                                  "output": None}
             op = self._batch_op(bid)
-        time.sleep(self.batch_create_delay_s)
+        self.batch_create_answer.wait(300)
         return h.send(200, op)
 
+    def close(self):
+        self.release_batches()  # no handler thread is left waiting
+        super().close()
+
     def release_batches(self):
-        """Let held jobs finish (batch_hold = False)."""
+        """Let held jobs finish (batch_hold = False) and held create answers go out."""
         self.batch_hold = False
+        self.batch_create_answer.set()
 
     def _batch_op(self, bid: str, advance: bool = False) -> dict:
         b = self.batches[bid]

@@ -8,15 +8,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from emotion_fixtures import (annotations, assert_no_key, env_for_gemini, errors, paid,  # noqa: E402
-                              project_with_segments, run_emotion, run_emotion_batch, set_cfg)
-from gemini_server import GeminiServer, Reply, g  # noqa: E402
+from emotion_fixtures import (annotations, assert_no_key, errors, gemini_project, paid,  # noqa: E402
+                              run_emotion, run_emotion_batch, set_cfg)
+from emotion_fixtures import gemini_server as server  # noqa: E402,F401 - the `server` fixture
+from gemini_server import Reply, g  # noqa: E402
+from waiting import wait_until  # noqa: E402
 
 from mikupal import store  # noqa: E402
 from mikupal.emotion.prices import Usage, load_prices  # noqa: E402
@@ -25,19 +26,8 @@ HERE = Path(__file__).parent
 
 
 @pytest.fixture()
-def server():
-    s = GeminiServer(processing_polls=1)
-    yield s
-    s.close()
-
-
-@pytest.fixture()
 def bproject(project, demo_clip, server, monkeypatch):
-    env_for_gemini(monkeypatch, server.url)
-    project.seg_ids = project_with_segments(project, demo_clip, statuses={3: "no_face"})
-    set_cfg(project, emotion__backend="gemini", emotion__model="gemini-2.5-flash-test", emotion__backoff_s=0.01,
-            emotion__max_backoff_s=0.05, emotion__timeout_s=5.0, emotion__batch_poll_s=0.05, emotion__concurrency=1)
-    return project
+    return gemini_project(project, demo_clip, server, monkeypatch, emotion__batch_poll_s=0.05)
 
 
 def creates(server) -> list[dict]:
@@ -184,13 +174,9 @@ def _child(bproject, server, tmp_path):
     return subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def _wait(cond, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
+def _child_said(child, what: str) -> str:
+    """`what`, and the child's output if it has ended (a child still running may say nothing yet)."""
+    return f"{what}; the child exited: {child.stdout.read().decode()}" if child.poll() is not None else what
 
 
 def _job_rows(bproject):
@@ -205,14 +191,14 @@ def _job_rows(bproject):
 def test_kill_9_then_resume_never_submits_twice(bproject, server, tmp_path, when):
     server.batch_hold = True  # the job stays PENDING until released
     if when == "while_submitting":
-        server.batch_create_delay_s = 30.0  # the service has the job; the child dies before hearing so
+        server.batch_create_answer.clear()  # the service has the job; the child dies before hearing so
     child = _child(bproject, server, tmp_path)
     try:
         if when == "pending":
-            ok = _wait(lambda: any(j["name"] and j["state"] == "pending" for j in _job_rows(bproject)))
+            recorded = lambda: any(j["name"] and j["state"] == "pending" for j in _job_rows(bproject))  # noqa: E731
         else:
-            ok = _wait(lambda: len(server.batches) == 1 and any(j["state"] == "submitting" for j in _job_rows(bproject)))
-        assert ok, child.stdout.read1().decode() if child.poll() is not None else "child made no job"
+            recorded = lambda: len(server.batches) == 1 and any(j["state"] == "submitting" for j in _job_rows(bproject))  # noqa: E731
+        wait_until(recorded, what=lambda: _child_said(child, "the child to record its job"))
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
     finally:
@@ -223,7 +209,6 @@ def test_kill_9_then_resume_never_submits_twice(bproject, server, tmp_path, when
 
     (shown,) = project_status(bproject)["batch_jobs"]  # `mikupal status` shows the job still out
     assert shown["state"] == ("pending" if when == "pending" else "submitting") and shown["waiting"] == 6
-    server.batch_create_delay_s = 0.0
     server.release_batches()
     set_cfg(bproject, emotion__runs=2)
     stage, db, failures, drv = run_emotion_batch(bproject)  # a later run: resumes polling the recorded job
@@ -256,8 +241,8 @@ def test_mikupal_run_batch_killed_then_resumed_through_the_runner(bproject, serv
            *_cli_sets()]
     child = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        assert _wait(lambda: any(j["name"] and j["state"] == "pending" for j in _job_rows(bproject))), \
-            child.stdout.read1().decode() if child.poll() is not None else "no job recorded"
+        wait_until(lambda: any(j["name"] and j["state"] == "pending" for j in _job_rows(bproject)),
+                   what=lambda: _child_said(child, "the run to record its job"))
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
     finally:

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from emotion_fixtures import (API_KEY, annotations, assert_no_key, env_for_gemini, errors,  # noqa: E402
-                              paid, project_with_segments, run_emotion, set_cfg)
-from gemini_server import DAILY_QUOTA, MINUTE_QUOTA, GeminiServer, Reply, g, rate_limit_body  # noqa: E402
+from emotion_fixtures import (API_KEY, annotations, assert_no_key, errors, gemini_project,  # noqa: E402
+                              paid, run_emotion, set_cfg)
+from emotion_fixtures import gemini_server as server  # noqa: E402,F401 - the `server` fixture
+from gemini_server import DAILY_QUOTA, MINUTE_QUOTA, Reply, g, rate_limit_body  # noqa: E402
 
 from mikupal.taxonomy import load_label_set  # noqa: E402
 
@@ -20,21 +21,9 @@ COWEN = load_label_set("cowen26").names
 
 
 @pytest.fixture()
-def server():
-    s = GeminiServer(processing_polls=2)
-    yield s
-    s.close()
-
-
-@pytest.fixture()
 def gproject(project, demo_clip, server, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
-    env_for_gemini(monkeypatch, server.url)
-    project.seg_ids = project_with_segments(project, demo_clip, statuses={3: "no_face"})
-    set_cfg(project, emotion__backend="gemini", emotion__model="gemini-2.5-flash-test", emotion__backoff_s=0.01,
-            emotion__max_backoff_s=0.05, emotion__timeout_s=2.0, emotion__max_retries=6,
-            emotion__concurrency=1)  # scripted replies go to items in order; tests of concurrency set it
-    return project
+    return gemini_project(project, demo_clip, server, monkeypatch, emotion__max_retries=6)
 
 
 def gen_requests(server):
@@ -176,6 +165,7 @@ def test_invalid_then_valid_is_stored(gproject, server):
 
 def test_large_clip_goes_through_files_api(gproject, server):
     set_cfg(gproject, clips__inline_max_mb=0.001)
+    server.processing_polls = 2
     stage, db, failures = run_emotion(gproject)
     assert failures == [] and len(annotations(db)) == 3
     assert server.count("POST", "/upload/v1/files") == 6  # start + upload/finalize per clip

@@ -36,7 +36,8 @@ def oproject(project, demo_clip, server, monkeypatch, caplog):
     monkeypatch.setenv("MIKUPAL_OPENAI_API_KEY", KEY)
     project.seg_ids = project_with_segments(project, demo_clip)
     set_cfg(project, emotion__backend="openai", emotion__model="qwen2.5-omni-test", emotion__label_set="meld7",
-            emotion__backoff_s=0.01, emotion__max_backoff_s=0.05, emotion__timeout_s=2.0,
+            emotion__backoff_s=0.01, emotion__max_backoff_s=0.05,
+            emotion__timeout_s=60.0,  # far above a local answer however loaded (a timeout would change the counts)
             emotion__concurrency=1)  # scripted replies go to items in order
     return project
 

@@ -17,7 +17,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from mikupal.project import Project
 from mikupal.project_lock import RunLock, holder
 
 from gemini_server import GeminiServer
+from waiting import wait_until
 
 KEY = "AIzaSy-test-key-for-the-local-server"
 VIDEO_STAGES = ["separate", "vad", "asr", "segments", "faces", "asd"]
@@ -43,15 +43,6 @@ def mikupal(*args, env=None, timeout=300):
 def start(*args, env=None):
     return subprocess.Popen([sys.executable, "-m", "mikupal.cli", *map(str, args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(cond, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def sha(path: Path) -> str:
@@ -140,8 +131,8 @@ def test_two_runs_at_once_pay_once_per_segment_and_run(proj):
     first = waiting = None
     try:
         first = start("run", proj, *EMOTION, env=env)
-        wait_for(lambda: (h := holder(proj)) is not None and h.pid == first.pid, what="the first run to hold the lock")
-        wait_for(lambda: server.held > 0, what="the first run's requests")
+        wait_until(lambda: (h := holder(proj)) is not None and h.pid == first.pid, what="the first run to hold the lock")
+        wait_until(lambda: server.held > 0, what="the first run's requests")
         # A second run (as from a second terminal, or Start in the app) is refused at once.
         second = mikupal("run", proj, *EMOTION, env=env)
         assert second.returncode == 2
@@ -180,8 +171,8 @@ def test_kill_9_of_the_lock_holder_then_a_new_run_proceeds(proj):
     victim = None
     try:
         victim = start("run", proj, *EMOTION, env=env)
-        wait_for(lambda: (h := holder(proj)) is not None and h.pid == victim.pid, what="the run to hold the lock")
-        wait_for(lambda: server.held > 0, what="requests in flight")
+        wait_until(lambda: (h := holder(proj)) is not None and h.pid == victim.pid, what="the run to hold the lock")
+        wait_until(lambda: server.held > 0, what="requests in flight")
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(60)
         assert RunLock(proj).holder().pid == victim.pid          # its record is still in run.lock ...
@@ -425,16 +416,19 @@ def test_init_prints_a_next_command_that_survives_spaces(tmp_path):
 
 def test_status_probing_the_lock_never_makes_a_run_fail(tmp_path):
     # `holder()` (status, the app) tests the OS lock; a run starting at that moment must still
-    # get the project, and the probe must not leave its own record behind.
+    # get the project, and the probe must not leave its own record behind. The prober says when
+    # it is probing and goes on until it is killed, so every acquire below overlaps its probes
+    # however the two processes are scheduled.
     Project.create(tmp_path / "p")
     RunLock(tmp_path / "p").acquire().release()  # run.lock exists, free
-    code = ("import sys, time; from mikupal.project_lock import holder\n"
-            "end = time.monotonic() + 60\n"
-            "while time.monotonic() < end:\n"
+    code = ("import sys; from mikupal.project_lock import holder\n"
+            "holder(sys.argv[1]); print('probing', flush=True)\n"
+            "while True:\n"
             "    holder(sys.argv[1])\n")
-    prober = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "p")])
+    prober = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "p")], stdout=subprocess.PIPE, text=True)
     try:
-        for _ in range(200):
+        assert prober.stdout.readline() == "probing\n", "the prober did not start"
+        for _ in range(1000):
             lock = RunLock(tmp_path / "p").acquire()      # no ProjectLocked from a probe
             assert holder(tmp_path / "p").pid == os.getpid()
             lock.release()
