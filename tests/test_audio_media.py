@@ -72,18 +72,23 @@ def test_timestamp_gap_becomes_silence(tmp_path):
     assert abs(len(y) / 16000 - 3.0) < 0.05
 
 
-def test_video_without_audio_names_the_file(tmp_path):
-    path = tmp_path / "mute.mp4"
+def _write_mute_video(path, frames: int) -> None:
+    """A 10 fps black 64x48 H.264 video with no audio stream."""
     with av.open(str(path), "w") as c:
         v = c.add_stream("libx264", rate=10)
         v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        for i in range(10):
+        for i in range(frames):
             f = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
             f.pts = i
             for pk in v.encode(f):
                 c.mux(pk)
         for pk in v.encode(None):
             c.mux(pk)
+
+
+def test_video_without_audio_names_the_file(tmp_path):
+    path = tmp_path / "mute.mp4"
+    _write_mute_video(path, frames=10)
     with pytest.raises(MediaError) as e:
         extract_audio(path, {"a": (tmp_path / "a.wav", 16000, 1)})
     assert str(path) in str(e.value) and "no audio stream" in str(e.value)
@@ -96,16 +101,7 @@ def test_no_audio_stream_fails_the_separate_stage_for_that_video(project, tmp_pa
     from audio_fixtures import run_stages
 
     path = tmp_path / "mute.mkv"
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=10)
-        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        for i in range(5):
-            f = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
-            f.pts = i
-            for pk in v.encode(f):
-                c.mux(pk)
-        for pk in v.encode(None):
-            c.mux(pk)
+    _write_mute_video(path, frames=5)
     db = project.db()
     db.conn.execute("INSERT INTO videos (sha256, path, duration_s, added_at) VALUES ('x', ?, 0.5, ?)",
                     (str(path), store.now()))

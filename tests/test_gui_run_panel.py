@@ -30,8 +30,18 @@ def child_env(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("MIKUPAL_TEST_STAGES", BUILD)
     monkeypatch.setenv("MIKUPAL_MODELS_DIR", str(tmp_path / "models"))
-    for var in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "MIKUPAL_TEST_BARRIER", "MIKUPAL_TEST_EMOTION_SLEEP"):
+    monkeypatch.setenv("MIKUPAL_TEST_SEGMENTS", "3")
+    for var in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "MIKUPAL_TEST_BARRIER", "MIKUPAL_TEST_EMOTION_SLEEP",
+                "MIKUPAL_TEST_LABEL_HOLD_AFTER", "MIKUPAL_TEST_LABEL_RELEASE"):
         monkeypatch.delenv(var, raising=False)
+
+
+def hold_items(monkeypatch, tmp_path, after: int) -> Path:
+    """Emotion items after the `after`-th wait in the child until the returned file exists."""
+    release = tmp_path / "release-emotion"
+    monkeypatch.setenv("MIKUPAL_TEST_LABEL_HOLD_AFTER", str(after))
+    monkeypatch.setenv("MIKUPAL_TEST_LABEL_RELEASE", str(release))
+    return release
 
 
 def project_with_videos(tmp_path, n=2, name="run proj"):
@@ -76,10 +86,12 @@ def q(db_path, sql, *args):
 
 
 def test_start_runs_what_the_controls_say_in_a_child_process(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("MIKUPAL_TEST_SEGMENTS", "3")
     # Every emotion item waits until three are in flight at once: the run can only finish
     # if the workers spin box really gave the child three workers.
     monkeypatch.setenv("MIKUPAL_TEST_BARRIER", "3")
+    # ... and until this process's event loop has turned with the child running: a Start that
+    # blocked the GUI thread for the run would never release it.
+    release = hold_items(monkeypatch, tmp_path, after=0)
     proj = project_with_videos(tmp_path)
     panel = panel_for(qtbot, proj)
     choose_stages(panel, {"segments", "emotion"})
@@ -88,17 +100,19 @@ def test_start_runs_what_the_controls_say_in_a_child_process(qtbot, tmp_path, mo
     panel.runs.setValue(2)
     panel.worker_spins["emotion"].setValue(3)
     panel.devices.setText("cpu")
-    ticks = []
-    timer = QTimer()
-    timer.timeout.connect(lambda: ticks.append(1))
-    timer.start(10)
+    running_when_the_loop_turned = []
+
+    def loop_turned():
+        running_when_the_loop_turned.append(panel.is_running())
+        release.touch()
+
     with qtbot.waitSignal(panel.runFinished, timeout=120000) as blocker:
         panel.start_btn.click()
         assert panel.is_running() and not panel.start_btn.isEnabled() and panel.cancel_btn.isEnabled()
         assert panel.proc.proc.processId() not in (0, os.getpid())   # a child process, not a thread
-    timer.stop()
+        QTimer.singleShot(0, loop_turned)
     assert blocker.args == ["finished"], panel.status.text()
-    assert ticks, "the event loop stalled during the run"
+    assert running_when_the_loop_turned == [True]
     # The run in the database: the stages chosen, 2 videos x 3 segments x 2 runs, under the
     # backend and model chosen in the panel, each (segment, run index) exactly once.
     (run_id, status, stages), = q(proj.db_path, "SELECT id, status, stages FROM runs")
@@ -121,7 +135,7 @@ def test_start_runs_what_the_controls_say_in_a_child_process(qtbot, tmp_path, mo
 
 def test_cancel_stops_the_child_and_keeps_what_it_finished(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("MIKUPAL_TEST_SEGMENTS", "20")
-    monkeypatch.setenv("MIKUPAL_TEST_EMOTION_SLEEP", "0.2")   # 40 items x 0.2 s: far longer than the test
+    hold_items(monkeypatch, tmp_path, after=2)   # two items finish; the other 38 wait for a release that never comes
     proj = project_with_videos(tmp_path)
     panel = panel_for(qtbot, proj)
     choose_stages(panel, {"segments", "emotion"})
@@ -136,8 +150,7 @@ def test_cancel_stops_the_child_and_keeps_what_it_finished(qtbot, tmp_path, monk
     assert blocker.args == ["cancelled"]
     assert "cancelled" in panel.status.text()
     assert not panel.is_running()
-    done = q(proj.db_path, "SELECT COUNT(*) FROM annotations")[0][0]
-    assert 2 <= done < 40
+    assert q(proj.db_path, "SELECT COUNT(*) FROM annotations") == [(2,)]   # what finished, nothing more
     assert q(proj.db_path, "SELECT status FROM runs") == [("cancelled",)]
 
 
@@ -194,7 +207,6 @@ def test_the_app_survives_a_child_run_that_aborts(qtbot, tmp_path, monkeypatch):
     from mikupal_gui.app import build_window
 
     monkeypatch.setenv("MIKUPAL_TEST_STAGES", ABORTING)
-    monkeypatch.setenv("MIKUPAL_TEST_SEGMENTS", "3")
     proj = project_with_videos(tmp_path)
     settings = QSettings(str(tmp_path / "win.ini"), QSettings.Format.IniFormat)
     win = build_window(proj.root, settings)

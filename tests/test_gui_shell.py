@@ -473,9 +473,11 @@ def test_the_demo_pipeline_from_the_run_panel_reaches_100_percent(qtbot, tmp_pat
     panel.set_project(proj)
     assert panel.backend.currentText() == "baseline"      # the project's settings are the defaults
     assert panel.selected_stages() == list(STAGE_ORDER)
-    ticks = []
+    # A timer of this process notes each turn of the event loop while the child runs (a Start
+    # that blocked the GUI thread until the run ended would see none).
+    turns_while_running = []
     timer = QTimer()
-    timer.timeout.connect(lambda: ticks.append(1))
+    timer.timeout.connect(lambda: panel.is_running() and turns_while_running.append(True))
     timer.start(20)
     with qtbot.waitSignal(panel.runFinished, timeout=600000) as blocker:
         panel.start_btn.click()
@@ -487,7 +489,7 @@ def test_the_demo_pipeline_from_the_run_panel_reaches_100_percent(qtbot, tmp_pat
         assert bar.value() == bar.maximum() > 0, stage
     n = sqlite3.connect(proj.db_path).execute("SELECT COUNT(DISTINCT segment_id) FROM annotations").fetchone()[0]
     assert n > 0 and panel.bar("emotion").bar.maximum() == n
-    assert len(ticks) >= 50, f"the event loop stalled during the run ({len(ticks)} timer ticks)"
+    assert turns_while_running, "the event loop never turned while the run was going"
 
 
 def test_an_error_row_for_a_video_shows_that_videos_segments(qtbot, small, settings):

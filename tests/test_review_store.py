@@ -100,18 +100,23 @@ def test_load_item(db, proj):
 
 
 def test_two_writers_never_lose_verdicts(db, proj):
-    """Two connections (two app instances) writing at once: every verdict lands, per rater."""
+    """Two connections (two app instances) writing at once: every verdict lands, per rater.
+    The two start every write at the same moment (a barrier), so they contend for the file on
+    each step, not only when the scheduler happens to interleave them."""
     path = db.conn.execute("PRAGMA database_list").fetchone()[2]
     errors = []
+    together = threading.Barrier(2, timeout=60)
 
     def rate(name, verdict):
         d = store.connect(path)
         try:
             for _ in range(5):
                 for a in proj.annotation_ids:
+                    together.wait()
                     review.save_verdict(d, a, name, verdict)
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
+            together.abort()  # the other writer stops at the barrier instead of waiting it out
         finally:
             d.conn.close()
 
