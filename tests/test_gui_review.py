@@ -48,7 +48,7 @@ def _workspace(qtbot, proj, rater="ann"):
     ws.set_rater(rater)
     ws.activateWindow()
     ws.setFocus()
-    qtbot.waitUntil(ws.isActiveWindow)
+    qtbot.waitUntil(ws.isActiveWindow, timeout=30000)
     return ws
 
 

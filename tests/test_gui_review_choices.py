@@ -80,7 +80,7 @@ def _pick(qtbot, combo: QComboBox, text: str) -> None:
     press Return (a mouse release right after the opening click is ignored by Qt for a moment)."""
     qtbot.mouseClick(combo, Qt.MouseButton.LeftButton)
     view = combo.view()
-    qtbot.waitUntil(view.isVisible, timeout=10000)
+    qtbot.waitUntil(view.isVisible, timeout=30000)
     row = combo.findText(text)
     assert row >= 0, [combo.itemText(i) for i in range(combo.count())]
     qtbot.keyClick(view, Qt.Key.Key_Home)
@@ -88,7 +88,7 @@ def _pick(qtbot, combo: QComboBox, text: str) -> None:
         qtbot.keyClick(view, Qt.Key.Key_Down)
     assert view.currentIndex().row() == row
     qtbot.keyClick(view, Qt.Key.Key_Return)
-    qtbot.waitUntil(lambda: not view.isVisible(), timeout=10000)
+    qtbot.waitUntil(lambda: not view.isVisible(), timeout=30000)
     assert combo.currentText() == text
 
 
@@ -107,7 +107,7 @@ def _reviews(root) -> list[tuple]:
 def _focus(qtbot, ws) -> None:
     """Keys reach the workspace once its window is active again (the modal dialog had it)."""
     ws.window().activateWindow()
-    qtbot.waitUntil(ws.window().isActiveWindow, timeout=10000)
+    qtbot.waitUntil(ws.window().isActiveWindow, timeout=30000)
     ws.setFocus()
 
 

@@ -197,7 +197,7 @@ def test_verdict_refreshes_one_row_in_place(qtbot, small):
         c.execute("INSERT INTO reviews (annotation_id, rater_id, verdict, created_at) VALUES (?,?,'reject','now')",
                   (aid, rid))
         c.commit()
-        with qtbot.waitSignal(m.dataChanged):
+        with qtbot.waitSignal(m.dataChanged, timeout=30000):
             m.refresh_segment(sid)
         cell = m.index(3, models.COLUMN_INDEX["verdict"])
         assert "✗1" in m.data(cell)

@@ -100,7 +100,7 @@ def test_rename_from_the_segments_context_menu(qtbot, win):
     answer_dialog(lambda d: d.setTextValue("Alice"))
     menu.act_rename.trigger()
     a_segments = [s for s, v in win.truth.items() if v == "A"]
-    qtbot.waitUntil(lambda: all(table_speakers(qtbot, win)[s] == "Alice" for s in a_segments), timeout=10000)
+    qtbot.waitUntil(lambda: all(table_speakers(qtbot, win)[s] == "Alice" for s in a_segments), timeout=30000)
     stored = db_speakers(win)
     assert {stored[s][1] for s in a_segments} == {"Alice"}
     assert all(stored[s][1] != "Alice" for s, v in win.truth.items() if v != "A")
@@ -111,7 +111,7 @@ def test_merge_two_speakers_in_the_speakers_dialog(qtbot, win):
     spk = {v: stored[s][0] for s, v in win.truth.items()}
     win.act_speakers.trigger()
     dlg = win.speakers_dialog
-    qtbot.waitUntil(dlg.isVisible)
+    qtbot.waitUntil(dlg.isVisible, timeout=30000)
     assert dlg.table.rowCount() == 3
     dlg.table.selectRow(next(i for i, r in enumerate(dlg.rows) if r["id"] == spk["C"]))
     answer_dialog(choose_speaker(spk["B"]))
@@ -122,7 +122,7 @@ def test_merge_two_speakers_in_the_speakers_dialog(qtbot, win):
     assert {after[s][0] for s, v in win.truth.items() if v == "A"} == {spk["A"]}
     b_name = after[next(s for s, v in win.truth.items() if v == "B")][1]
     qtbot.waitUntil(lambda: {table_speakers(qtbot, win)[s] for s, v in win.truth.items() if v in "BC"} == {b_name},
-                    timeout=10000)
+                    timeout=30000)
 
 
 def test_split_a_segment_off_in_the_review_view(qtbot, win):
@@ -140,4 +140,4 @@ def test_split_a_segment_off_in_the_review_view(qtbot, win):
     assert [s for s, v in after.items() if v[0] == new_id] == [sid]
     assert all(after[s] == before[s] for s in before if s != sid)  # nobody else moved
     assert btn.text() == f"Speaker: {new_name}"
-    qtbot.waitUntil(lambda: table_speakers(qtbot, win)[sid] == new_name, timeout=10000)
+    qtbot.waitUntil(lambda: table_speakers(qtbot, win)[sid] == new_name, timeout=30000)
