@@ -9,10 +9,11 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtWidgets import QApplication, QComboBox, QDialogButtonBox, QInputDialog, QLabel, QLineEdit
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QComboBox, QDialogButtonBox, QInputDialog, QLabel, QLineEdit
 
 from mikupal.project import Project
+from qt_dialogs import answer_next_modal
 from review_fixture import build_project
 
 from mikupal_gui.main_window import TAB_REVIEW
@@ -49,13 +50,7 @@ def _answer_rater_dialog(qtbot, name: str, ok: bool = True) -> dict:
     into its line edit and click OK or Cancel. Returns what the dialog showed."""
     seen: dict = {}
 
-    def act(tries=[0]):  # noqa: B006 (a counter across the re-posts)
-        dlg = QApplication.activeModalWidget()
-        if not isinstance(dlg, QInputDialog):
-            tries[0] += 1
-            if tries[0] < 3000:  # the dialog appears after the click that asks for it
-                QTimer.singleShot(20, act)
-            return
+    def act(dlg):
         seen["title"] = dlg.windowTitle()
         seen["label"] = " ".join(lb.text() for lb in dlg.findChildren(QLabel))
         edit = dlg.findChild(QLineEdit)
@@ -66,7 +61,7 @@ def _answer_rater_dialog(qtbot, name: str, ok: bool = True) -> dict:
         qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
         seen["answered"] = True
 
-    QTimer.singleShot(0, act)
+    answer_next_modal(QInputDialog, act)  # the dialog appears after the click that asks for it
     return seen
 
 

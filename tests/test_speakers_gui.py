@@ -6,13 +6,14 @@ import shutil
 
 import pytest
 
-from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtWidgets import QApplication, QInputDialog
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QInputDialog
 
 from mikupal import store
 from mikupal.project import Project
 
 import speakers_fixture as F
+from qt_dialogs import answer_next_modal
 from mikupal_gui import models
 
 
@@ -62,15 +63,8 @@ def table_speakers(qtbot, win) -> dict[int, str]:
 
 
 def answer_dialog(fill):
-    """Answer the next modal QInputDialog the app opens (it runs its own event loop)."""
-    def go():
-        w = QApplication.activeModalWidget()
-        if not isinstance(w, QInputDialog):
-            QTimer.singleShot(20, go)
-            return
-        fill(w)
-        w.accept()
-    QTimer.singleShot(0, go)
+    """Answer the next modal QInputDialog the app opens: fill(dialog), then OK."""
+    answer_next_modal(QInputDialog, lambda dlg: (fill(dlg), dlg.accept()))
 
 
 def choose_speaker(speaker_id: int):
