@@ -140,6 +140,7 @@ SPEC: list[Setting] = [
     Setting("runner", "workers", {}, "Per-stage worker counts, e.g. {faces = 2, emotion = 1}."),
     Setting("runner", "devices", "auto", "\"auto\", \"cpu\" or a list like \"cuda:0,cuda:1\"."),
     Setting("runner", "queue_size", 8, "Items buffered between two stages (back-pressure)."),
+    Setting("runner", "cpu_threads", 0, "Math-library threads per CPU worker (torch, ONNX Runtime, CTranslate2); 0 = faces and asd workers, which stream side by side, share the cores equally and other stages use all of them."),
     Setting("runner", "num_gpus", {}, "Ray: GPUs per stage actor, e.g. {asr = 1, faces = 0.5}."),
     Setting("runner", "num_cpus", {}, "Ray: CPUs reserved per stage actor, e.g. {faces = 2}; unset = 0 (actors share the CPUs)."),
     Setting("runner", "max_task_retries", 2, "Ray: times a task is retried when its actor's process or node dies."),
@@ -176,7 +177,7 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("emotion", "backoff_s"): (0, 3600), ("emotion", "max_backoff_s"): (0, 86400),
     ("emotion", "max_output_tokens"): (1, 1_000_000), ("emotion", "thinking_budget"): (-1, 1_000_000),
     ("emotion", "timeout_s"): (0.01, 86400), ("emotion", "batch_poll_s"): (0, 86400),
-    ("runner", "queue_size"): (1, 100_000), ("runner", "max_task_retries"): (0, 100),
+    ("runner", "queue_size"): (1, 100_000), ("runner", "cpu_threads"): (0, 1024), ("runner", "max_task_retries"): (0, 100),
     ("export", "sample_rate"): (8000, 192000), ("export", "shard_size_mb"): (0.01, 100_000),
 }
 

@@ -34,6 +34,8 @@ Driver side (the runner's thread; has the SQLite store):
 Worker side (no store; maybe another process or machine):
 
     ``load()``                 models, clients: once per instance, called by the runner
+    ``cpu_threads``            set by the runner before ``load()``: the threads this instance's
+                               math libraries may use on the CPU (None: their own default)
     ``process(task)``          -> the result dict (synchronous stages), or
     ``async process_async(task)`` -> the result dict (API stages: the executor runs the event
                                   loop and keeps up to ``concurrency()`` items in flight)
@@ -91,6 +93,7 @@ class Stage:
     video_state: bool = False  # segment scope: also one stage_state per video (see above)
 
     run_id: int | None = None  # set by the runner on its driver-side instances
+    cpu_threads: int | None = None  # set by the runner on worker instances before load()
 
     def __init__(self, project, device: str = "cpu"):
         self.project = project

@@ -285,6 +285,34 @@ def test_devices_give_one_instance_per_device_per_worker(project):
     assert plan_stage("label", LabelStage, LabelStage(project), workers, devices).instances == [("cpu", 1)]
 
 
+def test_segment_workers_share_the_cores_and_the_value_reaches_load(project, monkeypatch):
+    """Stages that stream side by side inside a video (sync, segment scope) split the cores;
+    video-scope stages keep their libraries' default; [runner] cpu_threads overrides both."""
+    from mikupal.runner.plan import StagePlan, assign_cpu_threads
+
+    split, label = StagePlan("split", SplitStage, [("cpu", 1)]), StagePlan("label", LabelStage, [("cpu", 1), ("cpu", 1)])
+    gpu = StagePlan("label", LabelStage, [("cuda:0", 1)])
+    assign_cpu_threads([split, label], 0, 16)
+    assert (split.cpu_threads, label.cpu_threads) == (None, 8)  # 16 cores / 2 CPU instances
+    assign_cpu_threads([split, label, gpu], 0, 2)
+    assert label.cpu_threads == 1 and gpu.cpu_threads == 1  # a GPU instance takes no CPU share
+    assign_cpu_threads([label], 0, 1)
+    assert label.cpu_threads == 1  # never below one
+    assign_cpu_threads([split, label], 3, 16)
+    assert (split.cpu_threads, label.cpu_threads) == (3, 3)
+
+    seen = []
+
+    class Counting(LabelStage):
+        def load(self):
+            seen.append(self.cpu_threads)
+
+    add_fake_videos(project.db(), 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert Runner(project, [SplitStage, Counting], workers={"label": 3}).run().ok
+    assert seen == [2, 2, 2]  # 6 cores over the three label workers
+
+
 def test_a_failed_item_keeps_its_detail_in_the_errors_row(project):
     # Like the emotion stage with an invalid model answer: the stage raises StageError with the
     # raw text as detail; the runner (not the stage) writes one errors row per item with it.

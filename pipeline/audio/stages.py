@@ -230,7 +230,7 @@ class AsrStage(_AudioStage):
             device = a["device"] if a["device"] != "auto" else (self.device or "auto")
             t = WhisperTranscriber(path, device=device, compute_type=a["compute_type"], batch_size=a["batch_size"],
                                    beam_size=a["beam_size"], language=a["language"], guards=guards,
-                                   batched=bool(a["batched"]))
+                                   batched=bool(a["batched"]), cpu_threads=self.cpu_threads or 0)
             t.load()
             self._transcriber = t
         except ModelMissingError as e:

@@ -72,7 +72,7 @@ def run_command(
     events: Optional[str] = typer.Option(None, "--events", help="jsonl: one JSON progress event per line on stdout "
                                          "(the app reads these); the summary goes to stderr."),
 ):
-    """Run the pipeline: separate -> vad -> asr -> segments -> faces -> asd -> emotion (resumable).
+    """Run the pipeline: separate -> vad -> asr -> segments -> faces -> asd -> emotion -> speakers (resumable).
 
     One run holds a project at a time (run.lock): a second one says who holds it and exits 2,
     or waits with --wait. project.db is backed up into backups/ at the start and the end."""

@@ -91,14 +91,14 @@ class LocalExecutor:
         if plan.is_async:
             self.asyncs[plan.name] = []
             for i, (device, slots) in enumerate(plan.instances):
-                worker = StageWorker(plan.cls, self.project, device)
+                worker = StageWorker(plan.cls, self.project, device, plan.cpu_threads)
                 self.asyncs[plan.name].append(
                     _AsyncInstance(worker, slots, f"{plan.name}-{device}-{i}", self.results, self.cancelled))
             return
         q: queue.Queue = queue.Queue(maxsize=self.queue_size)
         self.queues[plan.name] = q
         for i, (device, n_threads) in enumerate(plan.instances):
-            worker = StageWorker(plan.cls, self.project, device)
+            worker = StageWorker(plan.cls, self.project, device, plan.cpu_threads)
             self.sync_workers.append(worker)
             for j in range(n_threads):
                 label = f"{plan.name}-{device}-{i}.{j}"

@@ -67,6 +67,7 @@ class StagePlan:
     name: str
     cls: type[Stage]
     instances: list[tuple[str, int]]
+    cpu_threads: int | None = None  # math-library threads of each instance (see cpu_thread_budget)
 
     @property
     def n_workers(self) -> int:
@@ -91,3 +92,19 @@ def plan_stage(name: str, cls: type[Stage], driver: Stage, workers: dict[str, in
     if cls.thread_safe:
         return StagePlan(name, cls, [(d, n) for d in devs])
     return StagePlan(name, cls, [(d, 1) for d in devs for _ in range(n)])
+
+
+def assign_cpu_threads(plans: Iterable[StagePlan], setting: int, cores: int) -> None:
+    """Set each plan's ``cpu_threads``: ``[runner] cpu_threads`` for every stage when set; else
+    the synchronous segment-scope CPU instances (faces, asd: they stream side by side inside
+    a video, so each library's default of one thread per core would put several threads on
+    every core) share the cores equally, and the others keep their libraries' defaults."""
+    plans = list(plans)
+    if setting and setting > 0:
+        for p in plans:
+            p.cpu_threads = int(setting)
+        return
+    side_by_side = [p for p in plans if not p.is_async and p.cls.scope == "segment"]
+    n = sum(1 for p in side_by_side for d, _ in p.instances if d == "cpu")
+    for p in side_by_side:
+        p.cpu_threads = max(1, cores // max(1, n))

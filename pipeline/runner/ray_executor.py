@@ -58,8 +58,8 @@ def connect(address: str, logger: logging.Logger | None = None) -> bool:
 class _Actor:
     """Holds one stage instance (lazily loaded) inside a Ray worker process."""
 
-    def __init__(self, factory, project, device: str):
-        self.worker = StageWorker(factory, project, device)
+    def __init__(self, factory, project, device: str, cpu_threads: int | None = None):
+        self.worker = StageWorker(factory, project, device, cpu_threads)
 
     def run(self, task: dict) -> tuple:
         return self.worker.run(task)
@@ -68,8 +68,8 @@ class _Actor:
 class _AsyncActor:
     """The same for an async stage: Ray runs the actor's event loop, `max_concurrency` items at once."""
 
-    def __init__(self, factory, project, device: str):
-        self.worker = StageWorker(factory, project, device)
+    def __init__(self, factory, project, device: str, cpu_threads: int | None = None):
+        self.worker = StageWorker(factory, project, device, cpu_threads)
 
     async def run(self, task: dict) -> tuple:
         return await self.worker.run_async(task)
@@ -122,7 +122,8 @@ class RayExecutor:
             o = dict(opts)
             if n_threads > 1 or plan.is_async:
                 o["max_concurrency"] = n_threads  # thread-safe or async: n calls at once per actor
-            handle = self._remote[plan.is_async].options(**o).remote(plan.cls, self.project, dev)
+            threads = max(1, int(num_cpus)) if num_cpus else plan.cpu_threads  # an actor's reserved CPUs are its own
+            handle = self._remote[plan.is_async].options(**o).remote(plan.cls, self.project, dev, threads)
             actors.append((handle, f"{plan.name}-ray-{i}"))
         self.actors[plan.name] = actors
         self.load[plan.name] = {label: 0 for _, label in actors}

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import collections
+import os
 import shlex
 import threading
 import time
@@ -31,7 +32,7 @@ from ..stages import parse_stages, stage_class
 from ..project_lock import RunLock
 from .ledger import Ledger
 from .local import LocalExecutor
-from .plan import is_auto, parse_workers, plan_stage, resolve_devices
+from .plan import assign_cpu_threads, is_auto, parse_workers, plan_stage, resolve_devices
 from .progress import Progress
 from .worker import Outcome, Work
 
@@ -166,9 +167,11 @@ class Runner:
         self.progress.run_id = self.run_id
         self.stats = self.progress.stats
         self.plans = {n: plan_stage(n, self.classes[n], self.drivers[n], self.workers, self.devices) for n in order}
+        assign_cpu_threads(self.plans.values(), int(self.cfg["runner"]["cpu_threads"]), os.cpu_count() or 1)
         for n, p in self.plans.items():
             kind = "in flight" if p.is_async else "thread(s)"
-            self.logger.info("stage %s: %s", n, ", ".join(f"{t} {kind} on {d}" for d, t in p.instances))
+            self.logger.info("stage %s: %s, CPU threads %s", n, ", ".join(f"{t} {kind} on {d}" for d, t in p.instances),
+                             p.cpu_threads or "library default")
 
     def _make_executor(self):
         if self.ray_address:

@@ -39,8 +39,9 @@ class Outcome:
 class StageWorker:
     """One stage instance on one device: loads on its first item, then processes."""
 
-    def __init__(self, factory: Callable[..., Stage], project, device: str):
+    def __init__(self, factory: Callable[..., Stage], project, device: str, cpu_threads: int | None = None):
         self.factory, self.project, self.device = factory, project, device
+        self.cpu_threads = cpu_threads
         self.stage: Stage | None = None
         self.load_error: tuple[str, str | None] | None = None
 
@@ -51,6 +52,7 @@ class StageWorker:
             return False
         try:
             stage = self.factory(self.project, device=self.device)
+            stage.cpu_threads = self.cpu_threads
             stage.load()
         except Exception as e:  # noqa: BLE001 - reported once for the whole stage
             _, msg, detail = describe_failure(e)

@@ -154,14 +154,15 @@ def s3fd_weights(cfg: dict) -> Path:
     return hub if hub.is_file() else models.ensure("s3fd", cfg)
 
 
-def make_detector(name: str, cfg: dict, *, device: str = "cpu") -> tuple[Detector, list[str]]:
+def make_detector(name: str, cfg: dict, *, device: str = "cpu", threads: int | None = None) -> tuple[Detector, list[str]]:
     """Build the ``[faces] detector``; returns it and any warnings (kept in the stage info).
 
     ``auto`` = S3FD on a GPU, else UltraFace; if that model cannot be had (no file, no
     download) it falls back along S3FD -> UltraFace -> Haar and says so in the warnings, so a
     fresh offline install still finds faces. A detector named explicitly never falls back:
     missing weights raise ModelMissingError naming the file and folder. UltraFace runs its
-    RFB-640 model when frames are >= 480 px wide after downscaling, else RFB-320.
+    RFB-640 model when frames are >= 480 px wide after downscaling, else RFB-320. ``threads``:
+    the runner's CPU thread budget for this worker (UltraFace; S3FD on CPU uses torch's).
     """
     from .. import models
 
@@ -171,7 +172,7 @@ def make_detector(name: str, cfg: dict, *, device: str = "cpu") -> tuple[Detecto
     builders = {
         "s3fd": lambda: S3FDDetector(s3fd_weights(cfg), device=device, min_score=min_score),
         "ultraface": lambda: UltraFaceDetector(models.ensure("ultraface", cfg) / f"version-RFB-{variant}.onnx",
-                                               min_score=min_score),
+                                               min_score=min_score, threads=threads or 1),
         "haar": lambda: HaarDetector(),
     }
     if name != "auto":

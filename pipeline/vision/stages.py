@@ -175,7 +175,8 @@ class FacesStage(Stage):
     # ---- worker side -------------------------------------------------------------------
     def load(self) -> None:
         c = self.cfg["faces"]
-        self.detector, self.warnings = faces_mod.make_detector(c["detector"], self.cfg, device=_device(self.device))
+        self.detector, self.warnings = faces_mod.make_detector(c["detector"], self.cfg, device=_device(self.device),
+                                                               threads=self.cpu_threads)
 
     def process(self, task: dict[str, Any]) -> dict[str, Any]:
         c = self.cfg["faces"]
@@ -361,6 +362,10 @@ class AsdStage(Stage):
             raise ModelMissingError(f"[asd] model = {self.model_name!r}: use light-asd, talknet or sync")
         self.protocol = c["protocol"]
         self.precision = _asd().resolve_precision(c["precision"], dev)
+        if self.cpu_threads and dev == "cpu":
+            import torch
+
+            torch.set_num_threads(self.cpu_threads)  # process-wide: the runner gives every CPU worker the same
 
     def _light_asd_path(self, models, weights: str) -> Path:
         # Weights known to the model registry are fetched/checked there; others are a local file.
