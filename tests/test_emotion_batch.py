@@ -297,3 +297,19 @@ def test_batch_run_without_a_key_is_one_clear_line(bproject, server, monkeypatch
     assert summary.stages["emotion"].failed == 3 and len(errs) == 1
     assert "set GEMINI_API_KEY" in errs[0]["message"] and "\n" not in errs[0]["message"]
     assert server.requests == []
+
+
+def test_vision_segments_reach_a_batch_job_together_one_job_per_video(bproject, server):
+    """faces and asd stream segments into emotion one by one; in Batch API mode they wait for
+    the video instead, so the whole video goes in one job, not one job per segment."""
+    set_cfg(bproject, faces__detector="haar", asd__model="sync", emotion__batch=True)
+    from mikupal.runner import Runner
+
+    summary = Runner(bproject, ["faces", "asd", "emotion"], devices="cpu").run()
+    db = bproject.db()
+    assert summary.ok, errors(db)
+    kept = [r[0] for r in db.conn.execute("SELECT id FROM segments WHERE status='ok'")]
+    runs = int(bproject.config["emotion"]["runs"])
+    assert len(kept) >= 3 and len(annotations(db)) == len(kept) * runs
+    assert len(creates(server)) == 1 and len(jobs(db)) == 1
+    assert len(creates(server)[0]["json"]["batch"]["inputConfig"]["requests"]["requests"]) == len(kept) * runs

@@ -267,12 +267,18 @@ class Runner:
         self.backlog[name].extend((vid, it) for it in items)
 
     def _streams_into(self, name: str) -> str | None:
-        """The next stage when both work per segment (a finished segment moves on alone)."""
+        """The next stage when both work per segment (a finished segment moves on alone).
+
+        Not into a stage in Batch API mode: it sends what it has collected as one job, so its
+        segments wait for the whole video (one job per video, not one per segment)."""
+        from .batch import wants_batch
+
         i = self.order.index(name)
         if i + 1 >= len(self.order):
             return None
         nxt = self.order[i + 1]
-        if self.classes[name].scope == "segment" and self.classes[nxt].scope == "segment":
+        if (self.classes[name].scope == "segment" and self.classes[nxt].scope == "segment"
+                and not wants_batch(self.classes[nxt], self.drivers[nxt])):
             return nxt
         return None
 
