@@ -165,9 +165,9 @@ class FacesStage(Stage):
         for t in result["tracks"]:
             db.conn.execute("INSERT INTO tracks (video_id, segment_id, start_s, end_s, boxes_json) VALUES (?,?,?,?,?)",
                             (vid, sid, t["start_s"], t["end_s"], json.dumps(t["boxes"], separators=(",", ":"))))
-        # The segment's speaker (if any) pointed at a replaced track: asd runs it again.
         seen = {k: result[k] for k in ("frames", "detected_frames", "corrupt_frames", "scene_cuts", "detector", "warnings")}
         seen["tracks"] = len(result["tracks"])
+        # The segment's speaker (if any) pointed at a replaced track: asd runs it again.
         db.conn.execute("UPDATE segments SET faces_key=?, faces_json=?, asd_key=NULL WHERE id=?",
                         (task["faces_key"], json.dumps(seen, separators=(",", ":")), sid))
         return seen
