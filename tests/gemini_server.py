@@ -230,6 +230,11 @@ class GeminiServer(ScriptedServer):
         # between "the service has the job" and "the client heard so" for as long as a test needs).
         self.batch_create_answer = threading.Event()
         self.batch_create_answer.set()
+        # generateContent requests after the first `hold_after` wait until `answers_released`
+        # is set: a client can be killed while a known number of answers is stored.
+        self.hold_after: int | None = None
+        self.answers_released = threading.Event()
+        self._generate_started = 0
 
     # --- generateContent ---------------------------------------------------------------
     def _ok(self, req: dict, text: str | None, finish: str = "STOP") -> dict:
@@ -287,6 +292,10 @@ class GeminiServer(ScriptedServer):
                 return h.send(400, error_body(400, "FAILED_PRECONDITION", bad))
             with self.lock:
                 over = self.daily_quota is not None and self.answered >= self.daily_quota
+                self._generate_started += 1
+                held = self.hold_after is not None and self._generate_started > self.hold_after
+            if held:
+                self.answers_released.wait(300)
             if over:
                 return h.send(429, rate_limit_body(DAILY_QUOTA, 40000.0))
             return self.serve_scripted(h, rec["json"] or {}, self._answer)
@@ -395,8 +404,9 @@ class GeminiServer(ScriptedServer):
         super().close()
 
     def release_batches(self):
-        """Let held jobs finish (batch_hold = False) and held create answers go out."""
+        """Let held jobs finish (batch_hold = False), held create answers and held answers go out."""
         self.batch_hold = False
+        self.answers_released.set()
         self.batch_create_answer.set()
 
     def _batch_op(self, bid: str, advance: bool = False) -> dict:

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from mikupal.stage import STAGE_ORDER
 from mikupal.status import project_status
 
 from gemini_server import GeminiServer
+from waiting import wait_until
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -101,7 +101,8 @@ def test_sigkill_during_emotion_then_resume_annotates_each_segment_once_per_run(
     runs = 3
     total = len(kept) * runs
 
-    server = GeminiServer(latency_s=0.6)
+    server = GeminiServer()
+    server.hold_after = 2  # two answers go out; the rest wait until released (after the kill)
     env = {**os.environ, "GEMINI_API_KEY": "AIzaSy-test-key-for-the-local-server", "MIKUPAL_GEMINI_BASE_URL": server.url}
     args = ["--stages", "emotion", "--backend", "gemini", "--model", "gemini-test-flash", "--runs", str(runs),
             "--set", "emotion.concurrency=2", "-q"]
@@ -109,21 +110,19 @@ def test_sigkill_during_emotion_then_resume_annotates_each_segment_once_per_run(
         proc = subprocess.Popen([sys.executable, "-m", "mikupal.cli", "run", str(project.root), *args], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline and proc.poll() is None:
-                if db.conn.execute("SELECT COUNT(*) FROM annotations").fetchone()[0] >= 2:
-                    break
-                time.sleep(0.02)
-            assert proc.poll() is None, "the run ended before it could be killed; raise the server latency"
+            wait_until(lambda: db.conn.execute("SELECT COUNT(*) FROM annotations").fetchone()[0] >= 2
+                       or proc.poll() is not None, timeout=180, what="two answers stored by the child run")
+            assert proc.poll() is None, "the run ended although its later answers were held"
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         finally:
             if proc.poll() is None:
                 proc.kill()
         n_killed = db.conn.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
-        assert 2 <= n_killed < total
+        assert n_killed == 2  # exactly the answers the server gave before the kill
         assert store.integrity_ok(db)
         assert project_status(project, db)["recent_runs"][0]["status"] == "interrupted"
+        server.answers_released.set()
 
         # Resume in this process with the same settings.
         for k, v in (("GEMINI_API_KEY", env["GEMINI_API_KEY"]), ("MIKUPAL_GEMINI_BASE_URL", server.url)):
