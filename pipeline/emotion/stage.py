@@ -125,15 +125,26 @@ class EmotionStage(Stage):
 
     # ---- driver side -------------------------------------------------------------
     def pending(self, db, video_ids: Iterable[int] | None = None) -> list[tuple[int, int]]:
+        return self._pending(db, "video_id", video_ids)
+
+    def pending_segments(self, db, video_id: int, segment_ids: list[int]) -> list[tuple[int, int]]:
+        # A segment streamed in from asd: look at its own rows, not the whole project's answers.
+        return self._pending(db, "id", segment_ids)
+
+    def _pending(self, db, column: str, ids: Iterable[int] | None) -> list[tuple[int, int]]:
         q = "SELECT id FROM segments WHERE status NOT IN (SELECT value FROM json_each(?))"
         params: list[Any] = [json.dumps(self.drop_statuses)]
-        if video_ids is not None:
-            q += " AND video_id IN (SELECT value FROM json_each(?))"
-            params.append(json.dumps(list(video_ids)))
+        if ids is not None:
+            q += f" AND {column} IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps([int(i) for i in ids]))
         seg_ids = [r[0] for r in db.conn.execute(q + " ORDER BY video_id, start_s, id", params)]
-        done = set(db.conn.execute(
-            "SELECT segment_id, run_index FROM annotations WHERE backend=? AND model=? AND prompt_sha=? AND label_set=?",
-            (self.backend_name, self.model, self.prompt.sha, self.label_set)).fetchall())
+        done_q = ("SELECT segment_id, run_index FROM annotations WHERE backend=? AND model=? AND prompt_sha=?"
+                  " AND label_set=?")
+        done_params: list[Any] = [self.backend_name, self.model, self.prompt.sha, self.label_set]
+        if ids is not None:
+            done_q += " AND segment_id IN (SELECT value FROM json_each(?))"
+            done_params.append(json.dumps(seg_ids))
+        done = set(db.conn.execute(done_q, done_params).fetchall())
         return [(sid, r) for sid in seg_ids for r in range(self.runs) if (sid, r) not in done]
 
     def done_count(self, db) -> int:
