@@ -104,24 +104,28 @@ def stage_work(project, db, stages: Iterable[str] | None = None) -> dict[str, di
 
     out: dict[str, dict] = {}
     for name in stages or STAGE_ORDER:
-        per = dict(db.conn.execute("SELECT status, COUNT(*) FROM stage_state WHERE stage=? GROUP BY status",
-                                   (name,)).fetchall())
         try:
             stage = stage_class(name)(project, device="cpu")
             items = stage.pending(db)
         except Exception:  # noqa: BLE001 - unavailable on this install, or a config the run will explain
-            out[name] = {"pending": None, "done": per.get("done", 0), "failed": per.get("failed", 0)}
+            out[name] = {"pending": None, **_video_states(db, name)}
             continue
         done = stage.done_count(db)
         if done is None:
-            done, failed = per.get("done", 0), per.get("failed", 0)
-        else:
-            segs = sorted({int(it[0] if isinstance(it, (list, tuple)) else it) for it in items})
-            failed = db.conn.execute(
-                "SELECT COUNT(DISTINCT segment_id) FROM errors WHERE stage=? AND segment_id IN"
-                " (SELECT value FROM json_each(?))", (name, json.dumps(segs))).fetchone()[0]
+            out[name] = {"pending": len(items), **_video_states(db, name)}
+            continue
+        segs = sorted({int(it[0] if isinstance(it, (list, tuple)) else it) for it in items})
+        failed = db.conn.execute(
+            "SELECT COUNT(DISTINCT segment_id) FROM errors WHERE stage=? AND segment_id IN"
+            " (SELECT value FROM json_each(?))", (name, json.dumps(segs))).fetchone()[0]
         out[name] = {"pending": len(items), "done": int(done), "failed": int(failed)}
     return out
+
+
+def _video_states(db, name: str) -> dict[str, int]:
+    per = dict(db.conn.execute("SELECT status, COUNT(*) FROM stage_state WHERE stage=? GROUP BY status",
+                               (name,)).fetchall())
+    return {"done": per.get("done", 0), "failed": per.get("failed", 0)}
 
 
 # ---- retention ---------------------------------------------------------------------------

@@ -105,13 +105,17 @@ class Stage:
         """Hash of this stage's config and its inputs' keys: a change re-runs the stage."""
         from . import store
 
-        parts = [self.name, json.dumps({s: self.cfg.get(s, {}) for s in self.config_sections}, sort_keys=True)]
+        parts = [self.name, self.config_json()]
         sha = db.conn.execute("SELECT sha256 FROM videos WHERE id=?", (video_id,)).fetchone()
         parts.append(sha[0] if sha else "")
         for dep in self.requires:
             st = store.get_stage_state(db, video_id, dep)
             parts.append(st["cache_key"] if st else "")
-        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+        return key_of(*parts)
+
+    def config_json(self) -> str:
+        """This stage's config sections as canonical JSON (the config part of every key)."""
+        return json.dumps({s: self.cfg.get(s, {}) for s in self.config_sections}, sort_keys=True)
 
     def pending(self, db, video_ids: Iterable[int] | None = None) -> list[int]:
         """Video-level default: videos whose stage_state is not done under the current key."""
@@ -163,6 +167,17 @@ class Stage:
 
     def close(self) -> None:
         """Release what load() opened."""
+
+
+def key_of(*parts: str) -> str:
+    """The cache-key hash of some parts (stage keys and per-segment keys alike)."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def has_video_state(stage: Stage | type[Stage]) -> bool:
+    """Whether the runner keeps one stage_state per video for this stage: every video-scope
+    stage, and segment-scope stages that declare ``video_state``."""
+    return stage.scope == "video" or bool(stage.video_state)
 
 
 def is_async(cls: type[Stage]) -> bool:

@@ -14,7 +14,7 @@ import time
 from .. import store
 from ..emotion.redact import scrub
 from ..events import RunSummary, ScrubFilter
-from ..stage import Stage
+from ..stage import Stage, has_video_state
 
 
 def safe_config(cfg: dict) -> dict:
@@ -120,19 +120,14 @@ class Ledger:
             with store.transaction(self.db):
                 store.record_error(self.db, stage.name, line, run_id=self.run_id, video_id=video_id,
                                    segment_id=segment_id, detail=detail, path=path)
-                if mark_video and _has_video_state(stage) and video_id is not None:
+                if mark_video and has_video_state(stage) and video_id is not None:
                     store.set_stage_state(self.db, video_id, stage.name, "failed", run_id=self.run_id, info={"error": line})
         except Exception:  # noqa: BLE001 - never let bookkeeping stop the run
             self.logger.exception("could not record a failure of stage %s: %s", stage.name, line)
 
     def failed_state(self, stage: Stage, video_id: int, line: str) -> None:
         """A video-scope item that failed without an errors row of its own (its stage could not load)."""
-        if not _has_video_state(stage):
+        if not has_video_state(stage):
             return
         with store.transaction(self.db):
             store.set_stage_state(self.db, video_id, stage.name, "failed", run_id=self.run_id, info={"error": line})
-
-
-def _has_video_state(stage: Stage) -> bool:
-    """Video-scope stages, and segment stages that also keep one state per video."""
-    return stage.scope == "video" or bool(stage.video_state)

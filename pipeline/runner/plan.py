@@ -67,7 +67,7 @@ class StagePlan:
     name: str
     cls: type[Stage]
     instances: list[tuple[str, int]]
-    cpu_threads: int | None = None  # math-library threads of each instance (see cpu_thread_budget)
+    cpu_threads: int | None = None  # math-library threads of each instance (see assign_cpu_threads)
 
     @property
     def n_workers(self) -> int:

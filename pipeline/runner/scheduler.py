@@ -27,9 +27,10 @@ from typing import Any, Callable, Sequence
 
 from .. import backup, store
 from ..events import ProgressEvent, RunSummary, describe_failure, one_line
-from ..stage import STAGE_ORDER, Stage
+from ..stage import STAGE_ORDER, Stage, has_video_state
 from ..stages import parse_stages, stage_class
 from ..project_lock import RunLock
+from .batch import wants_batch, with_batch
 from .ledger import Ledger
 from .local import LocalExecutor
 from .plan import assign_cpu_threads, is_auto, parse_workers, plan_stage, resolve_devices
@@ -180,8 +181,7 @@ class Runner:
             ex = RayExecutor(self.project, self.ray_address, self.queue_size, self.cfg["runner"], self.logger)
         else:
             ex = LocalExecutor(self.project, self.queue_size, self._cancel)
-        from .batch import with_batch  # stages in Batch API mode ([emotion] batch) run through their batch driver
-
+        # stages in Batch API mode ([emotion] batch) run through their batch driver
         ex = with_batch(ex, self.project, self.db, self.drivers, self.classes)
         for p in self.plans.values():
             ex.add_stage(p)
@@ -240,7 +240,8 @@ class Runner:
                 self._skip(vid, name, missing)
                 return
             try:
-                items = [it for it in stage.pending(self.db, [vid]) if _key(it) not in self.offered[(vid, name)]]
+                pending = stage.pending(self.db, [vid])
+                items = [it for it in pending if _key(it) not in self.offered[(vid, name)]]
             except Exception as e:  # noqa: BLE001 - a stage's driver code failing on one video
                 self._fail_driver(vid, name, None, e, "pending")
                 return
@@ -251,7 +252,8 @@ class Runner:
                 self._maybe_close(vid, name)
                 return
             if not items:
-                self._video_state(vid, name)
+                if not pending:
+                    self._video_state(vid, name, pending)
                 continue
             if name in self.dead:
                 self._fail_dead(vid, name, items)
@@ -271,8 +273,6 @@ class Runner:
 
         Not into a stage in Batch API mode: it sends what it has collected as one job, so its
         segments wait for the whole video (one job per video, not one per segment)."""
-        from .batch import wants_batch
-
         i = self.order.index(name)
         if i + 1 >= len(self.order):
             return None
@@ -389,13 +389,14 @@ class Runner:
         if not entry[1] and forward and not self.cancelled:
             self._advance(vid, self.order.index(name) + 1)
 
-    def _video_state(self, vid: int, name: str) -> None:
-        """A ``video_state`` segment stage with nothing left pending in a video: its done state."""
+    def _video_state(self, vid: int, name: str, pending: list | None = None) -> None:
+        """A ``video_state`` segment stage with nothing left pending in a video: its done state.
+        ``pending``: the video's pending items when the caller has just asked for them."""
         stage = self.drivers[name]
-        if stage.scope != "segment" or not stage.video_state:
+        if stage.scope != "segment" or not has_video_state(stage):
             return
         try:
-            if not stage.pending(self.db, [vid]):
+            if not (stage.pending(self.db, [vid]) if pending is None else pending):
                 self.ledger.video_done(stage, vid)
         except Exception:  # noqa: BLE001 - bookkeeping: the segments' own results are committed
             self.logger.exception("[%s] recording the done state of video %s failed", name, vid)

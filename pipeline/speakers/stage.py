@@ -98,7 +98,7 @@ class SpeakersStage(Stage):
                               max_gap_s=int(fc["max_gap_frames"]) / float(fc["fps"]))
         spans: dict[str, list[float]] = {}
         for r in rows:
-            f = str(face_of.get(r["id"], r["id"]))
+            f = str(face_of[r["id"]])
             lo, hi = spans.get(f, [r["start_s"], r["end_s"]])
             spans[f] = [min(lo, r["start_s"]), max(hi, r["end_s"])]
         return face_of, spans

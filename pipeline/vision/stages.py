@@ -31,7 +31,6 @@ of a video is pending the runner records the video's ``faces`` and ``asd`` stage
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .. import store
-from ..stage import ModelMissingError, Stage, StageError
+from ..stage import ModelMissingError, Stage, StageError, key_of
 from . import faces as faces_mod
 from .frames import DecodeStats, grid_indices, iter_frames, merge_spans
 
@@ -87,13 +86,9 @@ def _segment_row(db, segment_id: int) -> dict:
     return rows[0]
 
 
-def _key(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
-
-
 def _segment_key(video_key: str, seg: dict) -> str:
     """The faces key of one segment: the video's faces key (config, file, segmentation) and its bounds."""
-    return _key(video_key, f"{float(seg['start_s']):.3f}", f"{float(seg['end_s']):.3f}")
+    return key_of(video_key, f"{float(seg['start_s']):.3f}", f"{float(seg['end_s']):.3f}")
 
 
 def _device(device: str) -> str:
@@ -291,8 +286,7 @@ class AsdStage(Stage):
 
     # ---- driver side -------------------------------------------------------------------
     def _asd_key(self, faces_key: str) -> str:
-        cfg = json.dumps({s: self.cfg.get(s, {}) for s in self.config_sections}, sort_keys=True)
-        return _key(self.name, cfg, faces_key)
+        return key_of(self.name, self.config_json(), faces_key)
 
     def _stale(self, rows: list[dict]) -> list[int]:
         # A segment is ready once faces tracked it; its key follows the faces key it read.
