@@ -6,6 +6,7 @@ test_runner_e2e.py runs the product's own stages on the demo clip.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -94,7 +95,7 @@ def test_a_video_failing_a_stage_goes_no_further(project, demo_clip, tmp_path):
     bad.write_bytes(demo_clip.path.read_bytes() + b"x")  # another hash, valid when added
     db = project.db()
     add_videos(db, [good, bad])
-    bad.write_bytes(os.urandom(4096))  # ... corrupted afterwards (a failing disk, a partial copy)
+    bad.write_bytes(random.Random(0).randbytes(4096))  # ... corrupted afterwards (a failing disk, a partial copy)
     summary = Runner(project, [ProbeStage, SplitStage]).run()
     assert summary.stages["probe"].ok == 1 and summary.stages["probe"].failed == 1
     assert summary.stages["split"].ok == 1 and summary.stages["split"].total == 1

@@ -7,6 +7,7 @@ Gemini test server for the kill test).
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def test_mikupal_run_labels_the_demo_clip_and_isolates_a_corrupt_video(project, 
     bad.write_bytes(demo_clip.path.read_bytes() + b"\0")
     db = project.db()
     add_videos(db, [good, bad])
-    bad.write_bytes(os.urandom(20000))  # corrupted after it was added
+    bad.write_bytes(random.Random(0).randbytes(20000))  # corrupted after it was added
     good_id, bad_id = (db.conn.execute("SELECT id FROM videos WHERE path LIKE ?", (f"%{n}",)).fetchone()[0]
                        for n in ("talk.mp4", "broken.mp4"))
 
